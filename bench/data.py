@@ -1,0 +1,279 @@
+"""Datasets: an image folder, a seeded ImageNet-val subset, LOL low/high pairs, and the embedded sample.
+
+Every dataset is a list of :class:`Entry` (id, file, optional low-light file, optional label) fixed at
+construction: order is deterministic (sorted names or the manifest's order), ids come from file names, and
+sharding takes every ``num_shards``-th entry starting at ``shard`` so shards are disjoint, cover the
+dataset, and an image's id (hence its seed) does not depend on the split.
+
+Preprocessing (``image_size`` set): guided-diffusion's ``center_crop_arr`` protocol, which the ADM prior
+was trained with and DDRM's ImageNet loader uses: halve with a BOX filter while the short side is at least
+twice the target, resize the short side to ``image_size`` with BICUBIC, then center-crop the square. It runs
+on float channels (PIL mode "F"), so 16-bit sources keep their precision; the result is rounded to 8 bit
+(the ground truth every metric compares against is exactly representable in the saved PNGs).
+``image_size=None`` keeps native sizes (LOL's 600x400).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.imageio import IMAGE_SUFFIXES, check_image_header, load_image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASETS_DIR = REPO_ROOT / "datasets"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    path: Path | None  # the clean / normal-light image (None for unpaired low-light data)
+    low_path: Path | None = None
+    label: int | None = None
+
+
+@dataclass
+class Item:
+    id: str
+    image: torch.Tensor | None  # (3, H, W) in [0, 1], 8-bit exact
+    low: torch.Tensor | None = None
+    label: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def quantize8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255.0).round() / 255.0
+
+
+def center_crop_resize(img: torch.Tensor, size: int, allow_upscale: bool, name: str) -> torch.Tensor:
+    """guided-diffusion ``center_crop_arr`` on a float (3, H, W) tensor (see module docstring)."""
+    _, h, w = img.shape
+    if min(h, w) < size and not allow_upscale:
+        raise DatasetError(
+            f"image {name!r} is {w}x{h}, smaller than image_size={size}. Fix: set "
+            "dataset.allow_upscale=true to upscale small images (as guided-diffusion's loader does), "
+            "lower dataset.image_size, or remove the image."
+        )
+    chans = [Image.fromarray(c.numpy().astype(np.float32), mode="F") for c in img]
+    while min(chans[0].size) >= 2 * size:
+        chans = [c.resize(tuple(x // 2 for x in c.size), resample=Image.BOX) for c in chans]
+    scale = size / min(chans[0].size)
+    new = tuple(round(x * scale) for x in chans[0].size)
+    chans = [c.resize(new, resample=Image.BICUBIC) for c in chans]
+    arr = np.stack([np.asarray(c) for c in chans])
+    top, left = (arr.shape[1] - size) // 2, (arr.shape[2] - size) // 2
+    return torch.from_numpy(np.ascontiguousarray(arr[:, top : top + size, left : left + size]))
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Base: a fixed list of entries, preprocessing, sharding and a content manifest."""
+
+    name = "images"
+
+    def __init__(
+        self,
+        entries: list[Entry],
+        image_size: int | None,
+        *,
+        allow_upscale: bool = False,
+        limit: int | None = None,
+        shard: int = 0,
+        num_shards: int = 1,
+    ):
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise DatasetError(
+                f"invalid shard {shard} of num_shards={num_shards}; allowed: 0 <= shard < num_shards, "
+                "num_shards >= 1. Fix: e.g. dataset.num_shards=4 dataset.shard=0"
+            )
+        if image_size is not None and image_size < 8:
+            raise DatasetError(f"image_size={image_size} is too small; use >= 8 or null for native size")
+        if limit is not None:
+            entries = entries[:limit]
+        self.all_entries = entries
+        self.entries = entries[shard::num_shards]
+        self.image_size, self.allow_upscale = image_size, allow_upscale
+        self.shard, self.num_shards = shard, num_shards
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _load(self, path: Path) -> torch.Tensor:
+        img = load_image(path)
+        if self.image_size is not None:
+            img = center_crop_resize(img, self.image_size, self.allow_upscale, str(path))
+        return quantize8(img)
+
+    def __getitem__(self, i: int) -> Item:
+        e = self.entries[i]
+        image = self._load(e.path) if e.path is not None else None
+        low = self._load(e.low_path) if e.low_path is not None else None
+        return Item(id=e.id, image=image, low=low, label=e.label)
+
+    def check_files(self) -> None:
+        """Header-check every file of this shard up front, so a corrupt file fails before any work."""
+        for e in self.entries:
+            for p in (e.path, e.low_path):
+                if p is not None:
+                    check_image_header(p)
+
+    def manifest(self) -> dict:
+        """Content manifest of the whole dataset (all shards): ids and file sha256; hashed for caching."""
+        rows = []
+        for e in self.all_entries:
+            row = {"id": e.id}
+            for key, p in (("sha256", e.path), ("low_sha256", e.low_path)):
+                if p is not None:
+                    row[key] = _file_sha256(p)
+            if e.label is not None:
+                row["label"] = e.label
+            rows.append(row)
+        body = {"dataset": self.name, "image_size": self.image_size, "entries": rows}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return {"sha256": digest, "count": len(rows), **body}
+
+
+def _list_images(root: Path, what: str) -> list[Path]:
+    if not root.exists():
+        raise DatasetError(
+            f"{what} path {str(root)!r} does not exist. Fix: pass dataset.root=/path/to/images "
+            "(an existing folder of images)."
+        )
+    if not root.is_dir():
+        raise DatasetError(f"{what} path {str(root)!r} is not a folder. Fix: pass a folder of images.")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(
+            f"{what} folder {str(root)!r} holds no images (looked for {', '.join(IMAGE_SUFFIXES)}). "
+            "Fix: point dataset.root at a folder that contains images."
+        )
+    return files
+
+
+def _unique_ids(paths: list[Path]) -> list[str]:
+    ids = [p.stem for p in paths]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise DatasetError(f"file names map to duplicate ids {dup} (same stem, other suffix); rename them")
+    return ids
+
+
+class FolderDataset(ImageDataset):
+    """Any folder of images (non-recursive); ids are file stems; sorted by name."""
+
+    name = "folder"
+
+    def __init__(self, root: str, image_size: int | None = 256, **kw):
+        files = _list_images(Path(root).expanduser(), "dataset.root")
+        entries = [Entry(i, p) for i, p in zip(_unique_ids(files), files)]
+        super().__init__(entries, image_size, **kw)
+
+
+def imagenet_val_manifest(count: int = 2000, seed: int = 2022, total: int = 50000) -> list[str]:
+    """The harness's ImageNet-val subset: ``count`` of the ``total`` official file names, drawn with
+    ``random.Random(seed).sample`` and sorted. ``datasets/imagenet_val_2k.txt`` is this list."""
+    names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, total + 1)]
+    return sorted(random.Random(seed).sample(names, count))
+
+
+def _read_labels(path: Path) -> dict[str, int]:
+    labels = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            labels[parts[0]] = int(parts[1])
+    return labels
+
+
+class ImageNetValDataset(ImageDataset):
+    """ILSVRC2012 validation images listed in a manifest, read from a user-supplied ``root``."""
+
+    name = "imagenet_val"
+
+    def __init__(self, root: str, manifest: str = "imagenet_val_2k.txt", image_size: int = 256,
+                 labels: str | None = None, **kw):
+        root_p = Path(root).expanduser()
+        if not root_p.is_dir():
+            raise DatasetError(
+                f"dataset.root={root!r} is not a folder. Fix: point dataset.root at your ILSVRC2012 "
+                "validation folder (the one holding ILSVRC2012_val_00000001.JPEG ...)."
+            )
+        man = Path(manifest)
+        man = man if man.is_absolute() else DATASETS_DIR / man
+        if not man.exists():
+            raise DatasetError(f"manifest {str(man)!r} not found. Fix: dataset.manifest=<file in datasets/>")
+        names = [ln.split()[0] for ln in man.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        missing = [n for n in names if not (root_p / n).is_file()]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} of {len(names)} images listed in {man.name} are missing under {root!r} "
+                f"(first: {', '.join(missing[:5])}). Fix: point dataset.root at the full ILSVRC2012 val "
+                "folder, or use dataset.manifest=<a list of the files you have>."
+            )
+        lab = _read_labels(Path(labels).expanduser()) if labels else {}
+        entries = [Entry(Path(n).stem, root_p / n, label=lab.get(n)) for n in names]
+        super().__init__(entries, image_size, **kw)
+
+
+class LOLDataset(ImageDataset):
+    """LOL-style low-light data: ``root/low`` and ``root/high`` paired by file name. Without ``high/``
+    (or with a flat folder of low-light images) the data is unpaired: only no-reference metrics apply."""
+
+    name = "lol"
+
+    def __init__(self, root: str, image_size: int | None = None, **kw):
+        root_p = Path(root).expanduser()
+        low_dir = root_p / "low" if (root_p / "low").is_dir() else root_p
+        lows = _list_images(low_dir, "dataset.root (low-light images)")
+        high_dir = root_p / "high"
+        highs = {p.stem: p for p in _list_images(high_dir, "high")} if high_dir.is_dir() else {}
+        if highs:
+            unmatched = [p.name for p in lows if p.stem not in highs]
+            if unmatched:
+                raise DatasetError(
+                    f"{len(unmatched)} low-light images have no same-named file in {str(high_dir)!r} "
+                    f"(first: {', '.join(unmatched[:5])}). Fix: pair the files or remove high/ for unpaired use."
+                )
+        entries = [Entry(i, highs.get(i), low_path=p) for i, p in zip(_unique_ids(lows), lows)]
+        super().__init__(entries, image_size, **kw)
+
+
+# scikit-image ships these photographs inside the package (no download); none is an ImageNet image, so
+# they are held out from the embedded priors' training data.
+SAMPLE_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                 "camera.png", "brick.png", "moon.png")
+
+
+class SampleDataset(ImageDataset):
+    """The embedded default: photographs shipped with scikit-image, center-cropped and resized."""
+
+    name = "sample"
+
+    def __init__(self, image_size: int = 64, **kw):
+        import skimage
+
+        root = Path(skimage.__file__).parent / "data"
+        files = [root / n for n in SAMPLE_IMAGES]
+        absent = [str(f) for f in files if not f.is_file()]
+        if absent:
+            raise DatasetError(f"scikit-image data files missing: {absent}. Fix: reinstall scikit-image")
+        entries = [Entry(Path(n).stem, f) for n, f in zip(SAMPLE_IMAGES, files)]
+        super().__init__(entries, image_size, **kw)

@@ -1,0 +1,163 @@
+"""Noise-schedule helpers shared by the DDRM and GDP samplers (pure functions, no config objects).
+
+Notation (Ho et al. 2020; DDIM, Song et al. 2021): ``beta_t`` for t = 0..T-1 (0-based, as in code),
+``alpha_t = 1 - beta_t``, ``abar_t = prod_{s<=t} alpha_s`` and
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,   eps ~ N(0, I).
+
+Conventions checked against the official code:
+
+* DDRM (bahjat-kawar/ddrm ``runners/diffusion.py``): ``skip = T // steps; seq = range(0, T, skip)``
+  and betas are computed in float64 then cast with ``.float()`` before the cumprod, so
+  bit-parity needs ``alphas_cumprod(betas.float())``. ``functions/denoising.py::compute_alpha``
+  pads betas with a leading 0, so ``a(t) = cumprod(1 - b)[t + 1]`` and ``a(-1) = 1`` (the "next"
+  step after t = seq[0] is -1, i.e. clean data): see :func:`padded_alphas_cumprod` / :func:`abar_at`.
+* guided-diffusion (openai ``guided_diffusion/respace.py``), used by GDP: :func:`space_timesteps`
+  and the respaced betas ``1 - abar_i / abar_prev`` of ``SpacedDiffusion`` (:func:`respaced_betas`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+SCHEDULES = ("linear", "scaled_linear", "quad")
+
+
+def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """DDPM linear schedule: ``beta_t = linspace(beta_start, beta_end, T)`` in float64."""
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def make_betas(schedule: str, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """``"linear"`` or ``"scaled_linear"`` (LDM; DDRM calls it ``"quad"``):
+    ``beta_t = linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2``. float64, shape (T,)."""
+    if schedule == "linear":
+        return linear_betas(T, beta_start, beta_end)
+    if schedule in ("scaled_linear", "quad"):
+        return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+    raise ValueError(f"unknown beta schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+def alphas_cumprod(betas: Tensor) -> Tensor:
+    """``abar_t = prod_{s<=t} (1 - beta_s)``, same shape and dtype as ``betas``."""
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def padded_alphas_cumprod(betas: Tensor) -> Tensor:
+    """DDRM's padded table, shape (T+1,): ``[1, abar_0, ..., abar_{T-1}]`` (leading beta of 0)."""
+    return alphas_cumprod(torch.cat([betas.new_zeros(1), betas]))
+
+
+def abar_at(abar_padded: Tensor, t: int | Tensor) -> Tensor:
+    """``abar_t`` from a :func:`padded_alphas_cumprod` table with DDRM's ``compute_alpha`` indexing:
+    ``abar_padded[t + 1]``, so ``t = -1`` gives 1.0 (x_{-1} := x_0, the clean image).
+
+    ``t`` is an int (returns a 0-dim tensor) or an integer tensor (returns ``t.shape``). DDRM's own
+    helper additionally reshapes to (-1, 1, 1, 1); broadcasting here is left to :func:`eps_to_x0`.
+    """
+    idx = torch.as_tensor(t, device=abar_padded.device).long() + 1
+    if (idx < 0).any() or (idx >= abar_padded.numel()).any():
+        raise IndexError(f"t must lie in [-1, {abar_padded.numel() - 2}], got {t}")
+    return abar_padded[idx]
+
+
+def timesteps(num_steps: int, T: int = 1000, kind: str = "uniform") -> list[int]:
+    """Increasing model timesteps to visit (the sampler walks them in reverse).
+
+    * ``"uniform"``: official DDRM, ``skip = T // num_steps; range(0, T, skip)``. Matched exactly,
+      so when ``num_steps`` does not divide ``T`` there are MORE than ``num_steps`` steps (T=1000,
+      steps=300 -> skip 3 -> 334 steps). Use ``len()`` of the result as the true NFE.
+    * ``"respaced"``: guided-diffusion ``timestep_respacing="N"``, i.e. ``space_timesteps(T, [N])``.
+    * ``"ddim"``: guided-diffusion ``"ddimN"`` (integer stride giving exactly N steps, else error).
+    """
+    if not 1 <= num_steps <= T:
+        raise ValueError(f"num_steps must be in [1, T={T}], got {num_steps}")
+    if kind == "uniform":
+        return list(range(0, T, T // num_steps))
+    if kind == "respaced":
+        return space_timesteps(T, [num_steps])
+    if kind == "ddim":
+        return space_timesteps(T, f"ddim{num_steps}")
+    raise ValueError(f"unknown timestep kind {kind!r}; allowed: uniform, respaced, ddim")
+
+
+def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> list[int]:
+    """guided-diffusion's ``space_timesteps`` (returns a sorted list instead of a set).
+
+    ``T`` is cut into ``len(section_counts)`` near-equal sections (the first ``T % k`` one step
+    longer); section i of ``size`` steps keeps ``count_i`` of them at fractional stride
+    ``(size-1)/(count_i-1)``, Python-``round``-ed from a running float sum (as upstream, so that e.g.
+    ``7 * 99/14`` accumulates to 49.4999... and rounds to 49). ``section_counts`` may be a list,
+    a comma string ``"10,15,20"``, or ``"ddimN"``: the smallest integer stride i with
+    ``len(range(0, T, i)) == N``.
+    """
+    if isinstance(section_counts, str):
+        if section_counts.startswith("ddim"):
+            want = int(section_counts[len("ddim"):])
+            for stride in range(1, num_timesteps):
+                if len(range(0, num_timesteps, stride)) == want:
+                    return list(range(0, num_timesteps, stride))
+            raise ValueError(f"cannot create exactly {want} steps from {num_timesteps} "
+                             "with an integer stride")
+        section_counts = [int(x) for x in section_counts.split(",")]
+    size_per, extra = divmod(num_timesteps, len(section_counts))
+    start, steps = 0, set()
+    for i, count in enumerate(section_counts):
+        size = size_per + (1 if i < extra else 0)
+        if size < count:
+            raise ValueError(f"cannot divide section of {size} steps into {count}")
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        cur = 0.0
+        for _ in range(count):
+            steps.add(start + round(cur))
+            cur += stride
+        start += size
+    return sorted(steps)
+
+
+def respaced_betas(alphas_cumprod: Tensor, use_timesteps: Iterable[int]) -> Tensor:
+    """Betas of guided-diffusion's ``SpacedDiffusion``: for kept steps i (ascending),
+    ``beta'_j = 1 - abar_i / abar_prev`` with ``abar_prev`` the previous kept abar (1 at start),
+    so ``cumprod(1 - beta') == abar[kept]``. The model is called with original index ``kept[j]``.
+    """
+    keep = sorted(set(int(i) for i in use_timesteps))
+    abar = alphas_cumprod[keep]
+    prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    return 1.0 - abar / prev
+
+
+def _per_batch(abar_t: float | Tensor, x: Tensor) -> Tensor:
+    a = torch.as_tensor(abar_t, dtype=x.dtype, device=x.device)
+    if a.ndim == 1 and x.ndim > 1:  # (B,) -> (B, 1, 1, ...)
+        a = a.view(-1, *([1] * (x.ndim - 1)))
+    return a
+
+
+def eps_to_x0(x_t: Tensor, eps: Tensor, abar_t: float | Tensor) -> Tensor:
+    """``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``; ``abar_t`` scalar or shape (B,)."""
+    a = _per_batch(abar_t, x_t)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def x0_to_eps(x_t: Tensor, x0: Tensor, abar_t: float | Tensor) -> Tensor:
+    """``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``; ``abar_t`` scalar or shape (B,)."""
+    a = _per_batch(abar_t, x_t)
+    return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+
+def split_model_output(out: Tensor, channels: int = 3) -> tuple[Tensor, Tensor | None]:
+    """Split a UNet output into ``(eps, var_values_or_None)``.
+
+    Learned-sigma models (guided-diffusion ``learn_sigma=True``) return 2C channels: the first C are
+    eps, the last C the variance interpolation values v in [-1, 1]. DDRM/DDIM-style samplers ignore
+    v (DDRM keeps ``et[:, :3]``); GDP's ancestral sampler uses it. C-channel outputs give ``None``.
+    """
+    c = out.shape[1]
+    if c == channels:
+        return out, None
+    if c == 2 * channels:
+        return out[:, :channels], out[:, channels:]
+    raise ValueError(f"model output has {c} channels; expected {channels} or {2 * channels} (learned sigma)")

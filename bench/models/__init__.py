@@ -1,0 +1,1 @@
+"""Network architectures (diffusion priors) used by the benchmark."""

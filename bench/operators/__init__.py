@@ -1,0 +1,48 @@
+"""Degradation operators: linear ones in the DDRM ``H_functions`` convention, plus LowLight.
+
+Every operator is built as ``Cls(channels, size, device="cpu", *, seed=0, **params)``.
+"""
+
+from .base import LinearOperator
+from .colorize import Colorization
+from .deblur import Deblurring, GaussianDeblur, SeparableOperator, UniformDeblur, conv_matrix_1d
+from .denoise import Denoising, SpectralOperator
+from .inpaint import Inpainting
+from .lowlight import LowLight
+from .superres import BicubicDownsample, SRConv, SuperResolution, bicubic_kernel
+
+#: every concrete operator by its ``name``
+OPERATORS = {
+    cls.name: cls
+    for cls in (
+        Denoising,
+        Inpainting,
+        Colorization,
+        SuperResolution,
+        SRConv,
+        BicubicDownsample,
+        Deblurring,
+        GaussianDeblur,
+        UniformDeblur,
+        LowLight,
+    )
+}
+
+__all__ = [
+    "LinearOperator",
+    "SpectralOperator",
+    "SeparableOperator",
+    "Denoising",
+    "Inpainting",
+    "Colorization",
+    "SuperResolution",
+    "SRConv",
+    "BicubicDownsample",
+    "Deblurring",
+    "GaussianDeblur",
+    "UniformDeblur",
+    "LowLight",
+    "OPERATORS",
+    "bicubic_kernel",
+    "conv_matrix_1d",
+]

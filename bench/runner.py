@@ -1,0 +1,199 @@
+"""The restoration loop: dataset shard -> degrade (task) -> restore (method) -> PNGs + per-image rows.
+
+Typed arguments only (the CLI builds them from the config). Timing follows DESIGN.md: images/s of the
+``restore`` call alone, device synchronised, the first (warm-up) batch excluded when there is more than
+one; model loading, I/O and metrics are timed separately.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from bench import seeding
+from bench.data import ImageDataset, Item
+from bench.imageio import save_png, to_uint8
+from bench.methods.base import Method
+from bench.metrics.pixel import psnr_ssim
+from bench.provenance import device_name, now_iso
+from bench.results import RunStore, write_json
+from bench.tasks import Degradation, Task
+
+
+@dataclass
+class RunOptions:
+    seed: int = 0
+    batch_size: int = 4
+    num_workers: int = 0
+    progress: bool = True
+    reference_dir: Path | None = None
+
+
+@dataclass
+class Timer:
+    seconds: dict = field(default_factory=lambda: {"load": 0.0, "io": 0.0, "metrics": 0.0, "degrade": 0.0})
+
+    def add(self, key: str, t0: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB -> MiB (process RSS)
+
+
+def _groups(items: list[Item]) -> list[list[Item]]:
+    """Split a batch into runs of equal image shape (native-size datasets mix shapes)."""
+    out: list[list[Item]] = []
+    for it in items:
+        shape = tuple((it.image if it.image is not None else it.low).shape)
+        if out and tuple((out[-1][0].image if out[-1][0].image is not None else out[-1][0].low).shape) == shape:
+            out[-1].append(it)
+        else:
+            out.append([it])
+    return out
+
+
+class DegradationCache:
+    """One operator per image shape (square sizes for linear tasks; any shape for non-linear ones)."""
+
+    def __init__(self, task: Task, device: torch.device, seed: int):
+        self.task, self.device, self.seed, self.cache = task, device, seed, {}
+
+    def get(self, h: int, w: int) -> Degradation:
+        if (h, w) not in self.cache:
+            if h != w and self.task.linear:
+                raise ValueError(
+                    f"task {self.task.name!r} needs square images but got {w}x{h}. Fix: set "
+                    "dataset.image_size=<size> to center-crop and resize."
+                )
+            size = h if h == w else (h, w)
+            self.cache[(h, w)] = self.task.build(size, self.device, self.seed)
+        return self.cache[(h, w)]
+
+
+def _stack(items: list[Item], attr: str, device: torch.device) -> torch.Tensor | None:
+    vals = [getattr(it, attr) for it in items]
+    if any(v is None for v in vals):
+        return None
+    return torch.stack(vals).to(device)
+
+
+def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: RunStore,
+                    device: torch.device, opts: RunOptions) -> dict | None:
+    """Restore every image of ``dataset`` not yet in ``store``; returns this invocation's timing record
+    (None when there was nothing to do)."""
+    done = store.done_ids()
+    pending = [i for i, e in enumerate(dataset.entries) if e.id not in done]
+    if not pending:
+        return None
+    timer = Timer()
+    t0 = time.perf_counter()
+    method.setup(device)
+    _sync(device)
+    timer.add("load", t0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, pending), batch_size=opts.batch_size,
+        num_workers=opts.num_workers, collate_fn=list,
+    )
+    degradations = DegradationCache(task, device, opts.seed)
+    batch_times, batch_sizes, nfes = [], [], []
+    bar = tqdm(total=len(pending), desc=f"{method.name}/{task.name}", unit="img", disable=not opts.progress)
+    for items in loader:
+        for group in _groups(items):
+            _restore_group(group, degradations, method, store, device, opts, timer, batch_times, batch_sizes, nfes)
+            bar.update(len(group))
+    bar.close()
+
+    timed = slice(1, None) if len(batch_times) > 1 else slice(None)
+    n_timed, t_timed = sum(batch_sizes[timed]), sum(batch_times[timed])
+    return {
+        "invocation": uuid.uuid4().hex[:12],
+        "finished_at": now_iso(),
+        "shard": dataset.shard,
+        "num_shards": dataset.num_shards,
+        "images": sum(batch_sizes),
+        "timed_images": n_timed,
+        "warmup_excluded": len(batch_times) > 1,
+        "restore_seconds": t_timed,
+        "images_per_s": n_timed / t_timed if t_timed > 0 else math.inf,
+        "nfe_per_image": (sum(n * b for n, b in zip(nfes, batch_sizes)) / sum(batch_sizes)),
+        "peak_memory_mb": _peak_memory_mb(device),
+        "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+        "device_name": device_name(device),
+        "batch_size": opts.batch_size,
+        "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
+    }
+
+
+def _restore_group(group, degradations, method, store, device, opts, timer, batch_times, batch_sizes, nfes):
+    ids = [it.id for it in group]
+    x = _stack(group, "image", device)
+    low = _stack(group, "low", device)
+    ref = x if x is not None else low
+    deg = degradations.get(ref.shape[-2], ref.shape[-1])
+
+    t0 = time.perf_counter()
+    y = deg.degrade(x, seeding.make_generators(opts.seed, ids, "degrade", device), low=low)
+    gens = seeding.make_generators(opts.seed, ids, "restore", device)
+    _sync(device)
+    timer.add("degrade", t0)
+
+    t0 = time.perf_counter()
+    out = method.restore(y, deg, gens)
+    _sync(device)
+    batch_times.append(time.perf_counter() - t0)
+    batch_sizes.append(len(group))
+    nfes.append(method.last_nfe)
+
+    bad = [i for i, v in zip(ids, torch.isnan(out).flatten(1).any(1).tolist()) if v]
+    if bad:
+        raise FloatingPointError(
+            f"method {method.name!r} produced NaN for images {bad} on task {deg.name!r}; nothing was saved "
+            "for them. Fix: check the model weights / step size (e.g. lower the guidance scale)."
+        )
+    t0 = time.perf_counter()
+    out_u8 = to_uint8(out).cpu()
+    meas_u8 = to_uint8(deg.measurement_image(y).clamp(0, 1)).cpu()
+    gt_u8 = to_uint8(x).cpu() if x is not None else None
+    timer.add("io", t0)
+
+    t0 = time.perf_counter()
+    if gt_u8 is not None:
+        psnr, ssim = psnr_ssim(out_u8, gt_u8)
+        psnr, ssim = psnr.tolist(), ssim.tolist()
+    else:
+        psnr = ssim = [None] * len(ids)
+    timer.add("metrics", t0)
+
+    t0 = time.perf_counter()
+    per_image_s = batch_times[-1] / len(group)
+    for k, item in enumerate(group):
+        if gt_u8 is not None and opts.reference_dir is not None:
+            ref_path = Path(opts.reference_dir) / f"{item.id}.png"
+            if not ref_path.exists():
+                save_png(gt_u8[k], ref_path)
+        save_png(out_u8[k], store.image_path(item.id))
+        save_png(meas_u8[k], store.degraded_path(item.id))
+        store.write_row({
+            "id": item.id, "label": item.label, "psnr": psnr[k], "ssim": ssim[k],
+            "reference": "ground_truth" if gt_u8 is not None else None,
+            "nfe": method.last_nfe, "restore_seconds": per_image_s, "batch_size": len(group),
+        })
+    timer.add("io", t0)
