@@ -29,11 +29,14 @@ def check_int(name: str, value, minimum: int, fix: str) -> int:
     return int(value)
 
 
-def check_float(name: str, value, low: float, high: float, fix: str, *, low_open=False, high_open=False) -> float:
+def check_float(
+    name: str, value, low: float, high: float, fix: str, *, low_open: bool = False, high_open: bool = False
+) -> float:
     """Return ``value`` as a float inside the interval [low, high] (ends open when asked) or raise."""
-    lo_ok = value > low if low_open else value >= low
-    hi_ok = value < high if high_open else value <= high
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not (lo_ok and hi_ok):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name}={value!r} is invalid: it must be a number in {interval}; {fix}")
     return float(value)

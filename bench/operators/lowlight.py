@@ -25,7 +25,7 @@ class LowLight:
     def __init__(
         self,
         channels: int,
-        size: int,
+        size: int | tuple[int, int],
         device: torch.device | str = "cpu",
         *,
         seed: int = 0,
@@ -33,7 +33,11 @@ class LowLight:
         gamma: float = 2.0,
     ):
         self.channels = check_int("channels", channels, 1, "pass the number of image channels, e.g. channels=3")
-        self.size = check_int("size", size, 1, "pass the image side length in pixels, e.g. size=256")
+        # non-linear and pixel-wise: any (H, W) works, so non-square LOL photos (600x400) keep their size
+        hw = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        fix = "pass the image side length in pixels, e.g. size=256, or (height, width)"
+        self.height, self.width = (check_int("size", v, 1, fix) for v in hw)
+        self.size = self.height if self.height == self.width else (self.height, self.width)
         self.device = torch.device(device)
         self.seed = int(seed)
         self.scale = check_float(
@@ -45,7 +49,7 @@ class LowLight:
 
     @property
     def x_shape(self) -> tuple[int, int, int]:
-        return (self.channels, self.size, self.size)
+        return (self.channels, self.height, self.width)
 
     def A(self, x: Tensor) -> Tensor:  # noqa: N802 - same name as the linear operators
         """(B, C, H, W) or (B, C*H*W) image in [0, 1] -> darkened (B, C, H, W) image, same dtype."""
