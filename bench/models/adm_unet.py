@@ -15,8 +15,8 @@ Differences from the official code, all numerically benign:
 * ``use_fp16``: the official model casts the torso's convolution weights to float16.  Here the
   flag is recorded (``self.dtype`` is float16, as upstream) but, by default, the weights stay
   float32 and the torso (input/middle/output blocks) runs under ``torch.autocast`` with
-  ``self.autocast_dtype`` (float16 for ``use_fp16``; set it to ``torch.bfloat16`` for a faster,
-  overflow-safe run on recent GPUs, or ``None`` for full float32).  Autocast is applied only
+  ``self.autocast_dtype`` (float16 for ``use_fp16``; set it to ``torch.bfloat16`` for an
+  overflow-safe alternative on recent GPUs, or ``None`` for full float32).  Autocast is applied only
   on CUDA inputs; on CPU the model runs in float32.  GroupNorm always computes in float32
   and the output head (``out``) runs in the input dtype, as upstream.  Call
   :meth:`ADMUNet.convert_to_fp16` to reproduce the official fp16 weight cast exactly.
@@ -160,7 +160,8 @@ class ADMUNet(nn.Module):
                 if ds in self.attention_resolutions:
                     layers.append(attn(ch, num_heads_upsample))
                 if level > 0 and i == num_res_blocks:
-                    layers.append(res(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample, out_channels=ch))
+                    up = res(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample, out_channels=ch)
+                    layers.append(up)
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
@@ -282,7 +283,8 @@ def create_model(
 
     ``channel_mult`` "" picks the official default for ``image_size``; a comma string or a list
     is also accepted.  ``attention_resolutions`` are image sizes (e.g. "32,16,8"), converted to
-    downsample rates.  ``learn_sigma`` doubles the output channels (eps + variance interpolation);
+    downsample rates.  ``learn_sigma`` doubles the output channels (eps + variance interpolation;
+    6 for the default ``in_channels=3``, as upstream);
     ``class_cond`` adds a 1000-class label embedding.
     """
     image_size = int(image_size)
