@@ -155,7 +155,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
     The trace term uses ``Tr((Σ1 Σ2)^{1/2}) = Σ_i sqrt(λ_i(Σ1^{1/2} Σ2 Σ1^{1/2}))``: both factors are
     symmetric PSD, so the eigenvalues are real and non-negative (no complex parts from ``sqrtm`` to
-    discard, and rank-deficient covariances from small N are handled). Tiny negative round-off -> 0.
+    discard, and rank-deficient covariances from small N are handled: eigenvalues below the round-off
+    tolerance count as 0). A tiny negative total from round-off is returned as 0.
     """
     mu1, mu2 = _np64(mu1).reshape(-1), _np64(mu2).reshape(-1)
     s1, s2 = _np64(sigma1), _np64(sigma2)
@@ -165,7 +166,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     r1 = _psd_sqrt(s1)
     m = r1 @ s2 @ r1
     lam = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = np.sqrt(np.clip(lam, 0, None)).sum()
+    # eigenvalues at round-off level (rank-deficient Σ from N < D samples) are zero: sqrt would inflate
+    # their ~eps noise to ~sqrt(eps) each (numpy matrix_rank's tolerance)
+    tol = max(lam.max(initial=0.0), 0.0) * lam.size * np.finfo(np.float64).eps
+    tr_covmean = np.sqrt(np.where(lam > tol, lam, 0.0)).sum()
     diff = mu1 - mu2
     return max(float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean), 0.0)
 

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from bench.metrics import MetricUnavailable
 
-__all__ = ["NIQEParams", "niqe", "imresize_matlab", "rgb_to_y", "ma_score", "perceptual_index", "pi_score",
+__all__ = ["NIQEParams", "niqe", "niqe_features", "imresize_matlab", "rgb_to_y", "ma_score", "perceptual_index", "pi_score",
            "PIRM_CROP_BORDER"]
 
 PIRM_CROP_BORDER = 4
@@ -218,7 +218,7 @@ def niqe_features(y: Tensor, window: Tensor, second_scale: str = "matlab", block
 
 
 def niqe(img: Tensor, params: NIQEParams, crop_border: int = 0, second_scale: str = "matlab") -> Tensor:
-    """NIQE of each image; ``img`` (B,3,H,W) RGB in [0,1] (or (B,1,H,W) gray). Returns (B,) float64.
+    """NIQE of each image; ``img`` (B,3,H,W) RGB in [0,1] (or (B,1,H,W) gray). Returns (B,) float64 on CPU.
 
     Lower is better. An image whose blocks are all degenerate (e.g. constant) gives NaN, as BasicSR.
     """
