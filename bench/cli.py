@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hydra
 import pandas as pd
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,11 +32,22 @@ log = logging.getLogger("bench")
 USER_ERRORS = (DatasetError, ImageReadError, ValueError, FileNotFoundError, FloatingPointError)
 
 
+def _instantiate(node: dict, **kw):
+    """``hydra.utils.instantiate`` that surfaces our own input errors unwrapped (Hydra wraps every
+    exception raised by a target in an InstantiationException with a traceback-ish message)."""
+    try:
+        return instantiate(node, **kw)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, USER_ERRORS):
+            raise err.__cause__ from None
+        raise
+
+
 def build_task(tcfg: dict) -> Task:
     op = dict(tcfg["operator"])
     op["_partial_"] = True
     return Task(
-        name=tcfg["name"], version=int(tcfg["version"]), operator=instantiate(op),
+        name=tcfg["name"], version=int(tcfg["version"]), operator=_instantiate(op),
         sigma=tcfg.get("sigma", 0.0), description=tcfg.get("description", ""),
         conventions=tcfg.get("conventions", ""),
         params={k: v for k, v in tcfg["operator"].items() if not k.startswith("_")},
@@ -62,7 +74,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     c = OmegaConf.to_container(cfg, resolve=True)
     root = Path(c["run"]["results_root"]).expanduser().resolve()
     task = build_task(c["task"])
-    method = instantiate(_strip(c["method"], "name"))
+    method = _instantiate(_strip(c["method"], "name"))
     method.name = c["method"]["name"]
     dname = c["dataset"]["name"]
 
@@ -73,7 +85,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
         print(f"[bench] skipped {method.name} x {task.name}: {reason} (recorded in {skip})")
         return None
 
-    dataset = instantiate(_strip(c["dataset"], "name"))
+    dataset = _instantiate(_strip(c["dataset"], "name"))
     if len(dataset) == 0:
         raise DatasetError(f"shard {dataset.shard}/{dataset.num_shards} of {dname} is empty; use fewer shards")
     dataset.check_files()

@@ -106,6 +106,8 @@ class ImageDataset(torch.utils.data.Dataset):
             )
         if image_size is not None and image_size < 8:
             raise DatasetError(f"image_size={image_size} is too small; use >= 8 or null for native size")
+        #: the whole dataset: the content manifest (hence the run identity) does not depend on limit/shard
+        self.dataset_entries = entries
         if limit is not None:
             entries = entries[:limit]
         self.all_entries = entries
@@ -136,9 +138,9 @@ class ImageDataset(torch.utils.data.Dataset):
                     check_image_header(p)
 
     def manifest(self) -> dict:
-        """Content manifest of the whole dataset (all shards): ids and file sha256; hashed for caching."""
+        """Content manifest of the whole dataset (all shards, before ``limit``): ids and file sha256."""
         rows = []
-        for e in self.all_entries:
+        for e in self.dataset_entries:
             row = {"id": e.id}
             for key, p in (("sha256", e.path), ("low_sha256", e.low_path)):
                 if p is not None:

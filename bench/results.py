@@ -31,6 +31,9 @@ from bench.imageio import atomic_write_bytes
 NON_SEMANTIC = {
     "run": None,  # device, batch size, workers, paths, progress bars, logging
     "dataset": ("root", "shard", "num_shards", "limit", "num_workers"),
+    # the prior enters the hash through ``method.model: ${model}`` for methods that use one, so a
+    # baseline's run directory does not change with the (unused) model choice
+    "model": None,
 }
 
 

@@ -1,0 +1,150 @@
+"""Datasets: decoding of every image mode, preprocessing, errors, sharding, manifests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.data import (
+    DATASETS_DIR,
+    DatasetError,
+    FolderDataset,
+    ImageNetValDataset,
+    LOLDataset,
+    SampleDataset,
+    center_crop_resize,
+    imagenet_val_manifest,
+)
+from bench.imageio import ImageReadError, load_image
+from tests.conftest import shared_data
+
+
+def _rgb(h=40, w=50, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_every_mode_decodes_to_float_rgb(tmp_path):
+    arr = _rgb()
+    Image.fromarray(arr).save(tmp_path / "rgb.png")
+    Image.fromarray(arr[..., 0]).save(tmp_path / "gray.png")
+    rgba = np.concatenate([arr, np.full((40, 50, 1), 255, np.uint8)], axis=2)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(arr).convert("P").save(tmp_path / "palette.png")
+    gray16 = np.full((40, 50), 32768, dtype=np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "deep.png")
+
+    rgb = load_image(tmp_path / "rgb.png")
+    assert rgb.shape == (3, 40, 50) and rgb.dtype == torch.float32
+    assert torch.allclose(rgb, torch.from_numpy(arr).permute(2, 0, 1) / 255.0)
+    gray = load_image(tmp_path / "gray.png")
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert torch.allclose(load_image(tmp_path / "rgba.png"), rgb)  # opaque alpha changes nothing
+    assert load_image(tmp_path / "palette.png").shape == (3, 40, 50)
+    deep = load_image(tmp_path / "deep.png")
+    assert deep.shape == (3, 40, 50)
+    assert torch.allclose(deep, torch.full_like(deep, 32768 / 65535), atol=1e-6)  # scaled, not clipped
+
+
+def test_transparent_pixels_composite_to_black(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:4, :, 3] = 255
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    img = load_image(tmp_path / "a.png")
+    assert torch.all(img[:, 4:] == 0) and torch.allclose(img[:, :4], torch.full((3, 4, 8), 200 / 255))
+
+
+def test_center_crop_matches_guided_diffusion_on_8bit(tmp_path):
+    """Our float-channel path equals guided-diffusion's center_crop_arr on 8-bit RGB within 1/255."""
+    arr = _rgb(300, 411, seed=3)
+
+    pil = Image.fromarray(arr)  # guided-diffusion's algorithm, on an 8-bit RGB PIL image
+    while min(*pil.size) >= 2 * 64:
+        pil = pil.resize(tuple(x // 2 for x in pil.size), resample=Image.BOX)
+    scale = 64 / min(*pil.size)
+    pil = pil.resize(tuple(round(x * scale) for x in pil.size), resample=Image.BICUBIC)
+    ref = np.asarray(pil)
+    top, left = (ref.shape[0] - 64) // 2, (ref.shape[1] - 64) // 2
+    ref = torch.from_numpy(ref[top : top + 64, left : left + 64].copy()).permute(2, 0, 1).float() / 255
+
+    ours = center_crop_resize(torch.from_numpy(arr).permute(2, 0, 1).float() / 255, 64, False, "x")
+    assert ours.shape == (3, 64, 64)
+    # PIL rounds to 8 bit after each resize on RGB; the float path rounds once
+    assert (ours - ref).abs().max() <= 2.5 / 255
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist.*dataset.root"):
+        FolderDataset(str(tmp_path / "nope"))
+    with pytest.raises(DatasetError, match="holds no images"):
+        FolderDataset(str(tmp_path))
+    Image.fromarray(_rgb(20, 30)).save(tmp_path / "small.png")
+    ds = FolderDataset(str(tmp_path), image_size=64)
+    with pytest.raises(DatasetError, match="smaller than image_size=64.*allow_upscale"):
+        ds[0]
+    assert FolderDataset(str(tmp_path), image_size=64, allow_upscale=True)[0].image.shape == (3, 64, 64)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    ds = FolderDataset(str(tmp_path), image_size=16)
+    with pytest.raises(ImageReadError, match="broken.png"):
+        ds.check_files()
+
+
+def test_outputs_are_8bit_exact_and_sharding_partitions(tmp_path):
+    for i in range(7):
+        Image.fromarray(_rgb(32, 32, seed=i)).save(tmp_path / f"img{i}.png")
+    full = FolderDataset(str(tmp_path), image_size=16)
+    item = full[0]
+    assert torch.equal(item.image, (item.image * 255).round() / 255)
+    assert [e.id for e in full.entries] == [f"img{i}" for i in range(7)]
+    shards = [FolderDataset(str(tmp_path), image_size=16, shard=s, num_shards=3) for s in range(3)]
+    ids = [e.id for s in shards for e in s.entries]
+    assert sorted(ids) == sorted(e.id for e in full.entries) and len(ids) == len(set(ids))
+    assert shards[1].manifest()["sha256"] == full.manifest()["sha256"]  # manifest covers all shards
+    with pytest.raises(DatasetError, match="0 <= shard < num_shards"):
+        FolderDataset(str(tmp_path), shard=3, num_shards=3)
+
+
+def test_imagenet_manifest_is_reproducible_and_missing_files_are_counted():
+    listed = [ln for ln in (DATASETS_DIR / "imagenet_val_2k.txt").read_text().splitlines() if not ln.startswith("#")]
+    assert listed == imagenet_val_manifest(2000, seed=2022)
+    assert len(set(listed)) == 2000
+    root = shared_data("imagenet-val")
+    with pytest.raises(DatasetError, match=r"of 2000 images listed in imagenet_val_2k.txt are missing.*first: ILSVRC2012_val_"):
+        ImageNetValDataset(str(root))
+
+
+def test_imagenet_val_reads_real_images_with_a_custom_manifest(tmp_path):
+    root = shared_data("imagenet-val")
+    names = sorted(p.name for p in root.glob("*.JPEG"))
+    (tmp_path / "mine.txt").write_text("\n".join(names) + "\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text(f"{names[0]} 7\n")
+    ds = ImageNetValDataset(str(root), manifest=str(tmp_path / "mine.txt"), image_size=64, labels=str(labels))
+    assert len(ds) == len(names) == 11
+    first = ds[0]
+    assert first.image.shape == (3, 64, 64) and first.label == 7 and ds[1].label is None
+
+
+def test_lol_pairs_unpaired_and_mismatch(tmp_path):
+    (tmp_path / "low").mkdir()
+    (tmp_path / "high").mkdir()
+    for n in ("1", "22"):
+        Image.fromarray(_rgb(40, 60) // 4).save(tmp_path / "low" / f"{n}.png")
+        Image.fromarray(_rgb(40, 60)).save(tmp_path / "high" / f"{n}.png")
+    paired = LOLDataset(str(tmp_path))
+    item = paired[0]
+    assert item.image.shape == item.low.shape == (3, 40, 60)  # native size kept
+    flat = LOLDataset(str(tmp_path / "low"))
+    assert flat[0].image is None and flat[0].low is not None
+    Image.fromarray(_rgb(40, 60)).save(tmp_path / "low" / "780.png")
+    with pytest.raises(DatasetError, match="no same-named file.*780.png"):
+        LOLDataset(str(tmp_path))
+
+
+def test_sample_dataset_is_embedded():
+    ds = SampleDataset(image_size=32)
+    assert len(ds) == 8
+    assert all(ds[i].image.shape == (3, 32, 32) for i in range(len(ds)))
+    assert len(SampleDataset(image_size=32, limit=3)) == 3

@@ -1,0 +1,93 @@
+"""Tasks from conf/task/*.yaml, measurement noise, per-image seeding and the run hash."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bench import seeding
+from bench.cli import build_task
+from bench.results import config_hash
+from tests.conftest import CONF_DIR
+
+TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+
+
+def load_task(name: str, **override):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml"), resolve=True)
+    cfg.update(override)
+    return build_task(cfg)
+
+
+def test_all_seed_tasks_are_defined():
+    assert {"sr4", "sr4_bicubic", "deblur_gauss", "deblur_uniform", "denoise", "sr4_noisy", "inpaint",
+            "colorize", "lowlight"} <= set(TASKS)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_task_builds_degrades_and_pictures(name):
+    task = load_task(name)
+    assert task.version >= 1 and task.description
+    deg = task.build(16, "cpu", seed=0)
+    x = torch.rand(2, 3, 16, 16)
+    gens = seeding.make_generators(0, ["a", "b"], "degrade")
+    y = deg.degrade(x, gens)
+    pic = deg.measurement_image(y)
+    assert pic.ndim == 4 and pic.shape[:2] == (2, 3)
+    assert deg.linear == task.linear == (name != "lowlight")
+
+
+@pytest.mark.parametrize("name", ["denoise", "sr4_noisy"])
+def test_noise_is_per_image_and_has_the_configured_sigma(name):
+    task = load_task(name, sigma=0.1)
+    deg = task.build(32, "cpu")
+    x = torch.rand(3, 3, 32, 32)
+    ids = ["a", "b", "c"]
+    y = deg.degrade(x, seeding.make_generators(5, ids, "degrade"))
+    # the same image alone, or in another batch, gets the same y
+    y_b = deg.degrade(x[1:2], seeding.make_generators(5, ["b"], "degrade"))
+    assert torch.equal(y[1:2], y_b)
+    resid = y - deg.operator.A(x)
+    assert abs(resid.std().item() - 0.1) < 0.01
+    assert not torch.equal(y, deg.degrade(x, seeding.make_generators(6, ids, "degrade")))
+
+
+def test_negative_sigma_is_rejected_with_the_fix():
+    with pytest.raises(ValueError, match=r"sigma=-0.1 must be a number >= 0.*task.sigma="):
+        load_task("denoise", sigma=-0.1)
+
+
+def test_lowlight_uses_real_low_images_when_given():
+    deg = load_task("lowlight").build((12, 20), "cpu")
+    low = torch.rand(1, 3, 12, 20) * 0.2
+    assert torch.equal(deg.degrade(None, [], low=low), low)
+    x = torch.rand(1, 3, 12, 20)
+    assert (deg.degrade(x, seeding.make_generators(0, ["a"], "degrade")) <= x + 1e-7).all()
+
+
+def test_image_seeds_are_stable_and_distinct():
+    assert seeding.image_seed(0, "a", "restore") == seeding.image_seed(0, "a", "restore")
+    seeds = {seeding.image_seed(s, i, st) for s in (0, 1) for i in ("a", "b") for st in ("degrade", "restore")}
+    assert len(seeds) == 8
+
+
+def test_run_hash_ignores_execution_knobs_only():
+    base = {"seed": 0, "steps": 20, "method": {"name": "ddrm", "eta": 0.85}, "task": {"name": "sr4"},
+            "dataset": {"name": "sample", "image_size": 64, "root": "/a", "shard": 0, "num_shards": 1, "limit": None},
+            "model": {"name": "adm_tiny"}, "run": {"batch_size": 4, "device": "cpu"}}
+    h = config_hash(base, "d" * 64)
+
+    def variant(path, value):
+        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+        node = cfg
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return config_hash(cfg, "d" * 64)
+
+    for same in (("run", "batch_size"), ("dataset", "root"), ("dataset", "shard"), ("dataset", "limit"), ("model", "name")):
+        assert variant(same, 99) == h, same
+    for differ in (("seed",), ("steps",), ("method", "eta"), ("task", "name"), ("dataset", "image_size")):
+        assert variant(differ, 7) != h, differ
+    assert config_hash(base, "e" * 64) != h
