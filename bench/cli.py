@@ -13,23 +13,24 @@ import sys
 from pathlib import Path
 
 import hydra
-import pandas as pd
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bench.data import DatasetError
-from bench.imageio import ImageReadError
+from bench.models.assets import AssetError
+from bench.loggers import log_wandb, run_summary
+from bench.imageio import ImageReadError, remove_stale_temps
 from bench.metrics.pixel import METRIC_VERSION
 from bench.provenance import environment, git_info, now_iso
 from bench.results import RunStore, config_hash, reference_dir, write_json
-from bench.runner import RunOptions, restore_dataset
+from bench.runner import RunOptions, load_method, restore_dataset
 from bench.tasks import Task
 
 log = logging.getLogger("bench")
 
 #: errors that are the user's input, printed without a traceback
-USER_ERRORS = (DatasetError, ImageReadError, ValueError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (DatasetError, ImageReadError, ValueError, FileNotFoundError, FloatingPointError, AssetError)
 
 
 def _instantiate(node: dict, **kw):
@@ -100,13 +101,18 @@ def run_from_config(cfg: DictConfig) -> Path | None:
         print_summary(store)
         return store.dir
 
+    if store.dir.exists():
+        stale = remove_stale_temps(store.dir)
+        if stale:
+            print(f"[bench] removed {len(stale)} temp files left by an interrupted run")
+    load_seconds = load_method(method, device)  # before the manifest: describe() then knows the checkpoint
     store.write_once("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     store.write_once("dataset_manifest.json", json.dumps(dman, indent=1) + "\n")
     store.write_once("manifest.json", json.dumps(_manifest(c, task, method, dataset, dman, chash, device),
                                                  indent=2, sort_keys=True, default=str) + "\n")
     opts = RunOptions(
         seed=int(c["seed"]), batch_size=int(c["run"]["batch_size"]), num_workers=int(c["run"]["num_workers"]),
-        progress=bool(c["run"]["progress"]),
+        progress=bool(c["run"]["progress"]), load_seconds=load_seconds,
         reference_dir=reference_dir(root, dname, dataset.image_size, dman["sha256"]),
     )
     timing = restore_dataset(dataset, task, method, store, device, opts)
@@ -114,6 +120,9 @@ def run_from_config(cfg: DictConfig) -> Path | None:
         write_json(store.dir / "timing" / f"{timing['invocation']}.json", timing)
     store.consolidate()
     print_summary(store)
+    lcfg = c.get("logger") or {}
+    if lcfg.get("kind") == "wandb":
+        log_wandb(store, c, root, **{k: v for k, v in lcfg.items() if k != "kind"})
     return store.dir
 
 
@@ -134,19 +143,12 @@ def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
 
 
 def print_summary(store: RunStore) -> None:
-    df = store.rows()
-    timings = store.timings()
-    n = len(df)
-    line = {"run": str(store.dir), "images": n}
-    if n and "psnr" in df and df["psnr"].notna().any():
-        line["PSNR"] = round(float(pd.to_numeric(df["psnr"]).replace(float("inf"), float("nan")).mean()), 3)
-        line["SSIM"] = round(float(pd.to_numeric(df["ssim"]).mean()), 4)
-    if timings:
-        imgs = sum(t["timed_images"] for t in timings)
-        secs = sum(t["restore_seconds"] for t in timings)
-        line["images/s"] = round(imgs / secs, 3) if secs > 0 else "inf"
-        line["NFE/img"] = timings[-1]["nfe_per_image"]
-        line["device"] = timings[-1]["device_name"]
+    line = {"run": str(store.dir), **run_summary(store)}
+    for key in ("psnr", "ssim"):
+        if key in line:
+            line[key] = round(line[key], 3 if key == "psnr" else 4)
+    if "images_per_s" in line:
+        line["images_per_s"] = round(line["images_per_s"], 3)
     width = max(len(k) for k in line)
     print("\n".join(f"  {k:<{width}} : {v}" for k, v in line.items()))
 

@@ -34,6 +34,7 @@ class RunOptions:
     num_workers: int = 0
     progress: bool = True
     reference_dir: Path | None = None
+    load_seconds: float = 0.0  # time the caller spent in method.setup (timed separately)
 
 
 @dataclass
@@ -92,19 +93,24 @@ def _stack(items: list[Item], attr: str, device: torch.device) -> torch.Tensor |
     return torch.stack(vals).to(device)
 
 
+def load_method(method: Method, device: torch.device) -> float:
+    """``method.setup(device)`` (weights, device moves); returns the seconds it took."""
+    t0 = time.perf_counter()
+    method.setup(device)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: RunStore,
                     device: torch.device, opts: RunOptions) -> dict | None:
-    """Restore every image of ``dataset`` not yet in ``store``; returns this invocation's timing record
-    (None when there was nothing to do)."""
+    """Restore every image of ``dataset`` not yet in ``store`` with an already set-up ``method``;
+    returns this invocation's timing record (None when there was nothing to do)."""
     done = store.done_ids()
     pending = [i for i, e in enumerate(dataset.entries) if e.id not in done]
     if not pending:
         return None
     timer = Timer()
-    t0 = time.perf_counter()
-    method.setup(device)
-    _sync(device)
-    timer.add("load", t0)
+    timer.seconds["load"] = opts.load_seconds
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -155,6 +161,8 @@ def _restore_group(group, degradations, method, store, device, opts, timer, batc
     _sync(device)
     timer.add("degrade", t0)
 
+    if hasattr(method, "set_labels"):  # class-conditional methods (DGP) use the dataset's labels
+        method.set_labels([it.label for it in group])
     t0 = time.perf_counter()
     out = method.restore(y, deg, gens)
     _sync(device)
