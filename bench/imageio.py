@@ -11,6 +11,7 @@ Conversions (documented once, applied everywhere):
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -80,10 +81,22 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_tag() -> str:
+    """host and pid of the writer, so a later run can tell a killed writer's leftovers from a live one's."""
+    return f"{_host()}~{os.getpid()}"
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")  # no dots: the tag sits between dots in the name
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_temp_tag()}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -111,3 +124,31 @@ def read_png_u8(path: str | os.PathLike) -> torch.Tensor:
     with Image.open(path) as img:
         arr = np.asarray(img.convert("RGB"))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete temp files under ``root`` left by writers on this host that are no longer running (a
+    SIGKILLed run). Temp files of live processes, or of other hosts sharing the folder, are kept."""
+    removed = []
+    host = _host()
+    for tmp in Path(root).rglob(f".*{TEMP_SUFFIX}"):
+        parts = tmp.name.split(".")
+        tag = next((p for p in parts if "~" in p), None)
+        if tag is None:
+            continue
+        t_host, _, t_pid = tag.rpartition("~")
+        if t_host != host or not t_pid.isdigit() or _alive(int(t_pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -34,6 +34,7 @@ NON_SEMANTIC = {
     # the prior enters the hash through ``method.model: ${model}`` for methods that use one, so a
     # baseline's run directory does not change with the (unused) model choice
     "model": None,
+    "logger": None,
 }
 
 

@@ -26,7 +26,7 @@ def _snapshot(root):
 
 def test_bicubic_sr4_writes_everything_and_rerun_rewrites_nothing(tmp_path):
     proc = run_cli("method=bicubic", "task=sr4", "dataset.limit=3", results_root=tmp_path)
-    assert "PSNR" in proc.stdout
+    assert "psnr" in proc.stdout and "images_per_s" in proc.stdout
     (run,) = run_dirs(tmp_path)
     assert run.relative_to(tmp_path).parts[:3] == ("sample", "sr4", "bicubic")
     assert len(list((run / "images").glob("*.png"))) == 3

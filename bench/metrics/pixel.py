@@ -11,10 +11,6 @@ Both images are the 8-bit values written to / read from PNG, mapped to [0, 1] by
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 
 METRIC_VERSION = "psnr:torchmetrics,data_range=1,per-image,rgb;ssim:torchmetrics,gaussian11,sigma1.5,rgb;v1"
 
@@ -29,6 +25,9 @@ def psnr_ssim(pred_u8: torch.Tensor, target_u8: torch.Tensor) -> tuple[torch.Ten
     """Per-image PSNR and SSIM of (B, 3, H, W) uint8 batches -> two (B,) float64 tensors."""
     if pred_u8.shape != target_u8.shape:
         raise ValueError(f"shape mismatch: prediction {tuple(pred_u8.shape)} vs target {tuple(target_u8.shape)}")
+    # imported here: torchmetrics takes seconds to import, which a skipped sweep cell should not pay
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
     p, t = _unit(pred_u8), _unit(target_u8)
     psnr = peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
     ssim = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")
