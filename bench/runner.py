@@ -109,6 +109,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
     pending = [i for i, e in enumerate(dataset.entries) if e.id not in done]
     if not pending:
         return None
+    t0 = time.perf_counter()
     timer = Timer()
     timer.seconds["load"] = opts.load_seconds
     if device.type == "cuda":
