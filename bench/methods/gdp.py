@@ -1,0 +1,342 @@
+"""GDP: Generative Diffusion Prior (Fei et al., CVPR 2023), variants GDP-x0 (Algorithm 2) and
+GDP-xt (Algorithm 1), on guided-diffusion's DDPM ancestral sampler.
+
+Notation map (slides' Algorithms 1-2; code names in brackets):
+
+    x_t [x_t]      current sample in [-1, 1];  x~0 [x0]: eps-predicted, clipped clean image
+    mu, Sigma      guided-diffusion posterior mean / variance of p(x_{t-1} | x_t) [mean, log_var]
+    D_phi          degradation: the task's operator (linear: seen through the official "view",
+                   below), or the blind low-light model y = f x + M with phi = (f, M) [f, mask]
+    L, Q           distance (official: MSE) and optional Zero-DCE quality losses (gdp_losses.py)
+    s, l           guidance scale [scale], degradation learning rate [lr_degradation]
+
+    GDP-x0:  L_tot = L(y, D_phi(x~0)) + Q(x~0);  phi <- phi - l grad_phi L_tot;
+             x_{t-1} ~ N(mu + s grad_{x~0}(-L_tot), Sigma)
+    GDP-xt:  the same with x_t in place of x~0 (and a fixed D).
+
+Facts checked in the official code (Fayeben/GenerativeDiffusionPrior, ``scripts/``):
+
+* ``guided_diffusion/gaussian_diffusion_x0.py::condition_mean``: ``cond_fn`` gets ``pred_xstart``
+  (clipped to [-1, 1]) and the result is ``mean + gradient``: no variance scaling (openai's
+  ``condition_mean`` multiplies by the variance) and no backprop through the UNet (the whole loop
+  runs under ``no_grad``; ``cond_fn`` differentiates ``x.detach()``). The Adam optimizer built
+  there never steps on anything. ``gaussian_diffusion.py`` (GDP-xt) calls ``cond_fn(x_t)``, same
+  ``mean + gradient``.
+* ``sample_x0_{sr4,inp,blur,color}.py::general_cond_fn``:
+  ``loss = -s * sum_b mean_chw((view(H((x+1)/2)) - (y_img+1)/2)^2)`` and ``grad(loss, x)``, with
+  ``view = H_pinv`` (sr, inp), ``H`` itself as an image (deblur) and ``H`` repeated to 3 channels
+  (color); ``y_img`` is the matching picture of the measurement (``save_random_images_*.py``
+  stores ``H_pinv(H(x))`` resp. ``H(x)``). We use the same rule: compare ``measurement_image``
+  when it has the image's size (deblur, colorize, inpaint (= pinv), denoise), else ``pinv``
+  (super-resolution). Measurement noise sigma is not modelled (official neither).
+* Default ``--img_guidance_scale``: sr4 2000, blur 6000, color 6000, inp 4000, low-light 80000
+  (:data:`OFFICIAL_SCALES`), all for 1000 unspaced DDPM steps on 3x256x256 images.
+* Low-light (``sample_x0_enhancement_low_light.py`` + ``gaussian_diffusion_x0_enhancement_direct.py``):
+  ``light_factor = randn(1)/100``, ``light_mask = rand(400, 600)/1e4``, prediction
+  ``(x0+1)/2 * f + M``, updates ``f <- f - grad(mse, f)``, ``M <- M - grad(mse, M)`` (lr 1) with
+  the pre-update loss also guiding x; 256-px patches at stride 128, outputs (mean, log-variance,
+  x0, M) averaged over overlaps. Quirk not reproduced: upstream calls ``condition_mean`` twice per
+  patch with the same x0, adding the gradient twice (an effective 2s).
+
+Choices made here (see ``describe()``):
+
+* Scale units: ``scale`` is in official units. Per respaced step we use
+  ``s_eff = s * (T / K) * (N / N_ref)`` with T the prior's training steps, K = ``steps``,
+  N = C*H*W of the image and N_ref = 3*256*256. Respacing: each of the K steps stands for T/K
+  original ones, each of which added ``s * grad`` to the mean, so the total pull is kept
+  (guided-diffusion's own classifier guidance gets this for free from its ``Sigma`` factor; GDP has
+  none). Size: the official loss is a mean over 3*256*256 values, so N/N_ref keeps the per-pixel
+  pull of the official runs at any image size (and equals the upstream per-256-patch mean when
+  tiling). With T = 1000, K = 1000 and 256x256 images ``s_eff = s``. ``rescale=false`` uses s as is.
+  Few steps with a large s overshoot (explicit-Euler-like): for a projection view (sr4, inpaint,
+  colorize) x~0 moves by s*T/(2*K*N_ref) times its residual per step, > 2 for K < 3 (sr4), 6
+  (inpaint), 8 (colorize, deblur) with the official scales.
+* Images larger than the prior (``patch_size``, default the prior's image_size = official 256)
+  are sampled in overlapping patches (stride default patch_size // 2 = official 128) with averaged
+  overlaps; an image of exactly the prior's size is one patch (whole-image sampling). The loss,
+  gradient and (f, M) update act on the whole averaged image, which for pixel-wise degradations
+  and MSE equals upstream's per-patch gradients averaged. ``last_nfe`` = steps x patches (UNet
+  evaluations at the prior's resolution per image; = steps for whole images).
+* The blind low-light model is used for non-linear tasks (``learn_degradation=None``); f (B,) and M
+  (B, 1, H, W) are per image, drawn from the per-image generators after x_T, exposed after each
+  batch as ``last_degradation``. ``learn_degradation=False`` guides through the task's own operator.
+  GDP-xt fits (f, M) on x_t (Algorithm 1 assumes a fixed D; the paper still reports GDP-xt on LOL).
+  Algorithm 2's phi-step uses L_tot, so ``tv`` regularises M (upstream's commented TV term, taken
+  w.r.t. x only, could not act on anything).
+* Fixed-variance priors (``learn_sigma=False``) use the posterior ("fixed small") variance;
+  learned-sigma ones guided-diffusion's ``frac*log(beta) + (1-frac)*log(posterior variance)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bench import seeding
+from bench.diffusion import alphas_cumprod, respaced_betas, timesteps
+from bench.methods import gdp_losses as losses
+from bench.methods.base import Method
+from bench.tasks import Degradation, Task
+
+#: official ``--img_guidance_scale`` defaults by task-name prefix (1000 DDPM steps, 3x256x256)
+OFFICIAL_SCALES = {"sr": 2000.0, "deblur": 6000.0, "colorize": 6000.0, "inpaint": 4000.0, "lowlight": 80000.0}
+#: values the official loss averages over (one 3x256x256 image or patch)
+REFERENCE_PIXELS = 3 * 256 * 256
+VARIANTS = ("x0", "xt")
+
+
+def official_scale(task_name: str) -> float | None:
+    """The official default scale for a task (by name prefix), None when upstream has none."""
+    for prefix, value in OFFICIAL_SCALES.items():
+        if task_name.startswith(prefix):
+            return value
+    return None
+
+
+def effective_scale(scale: float, train_steps: int, steps: int, n_pix: int) -> float:
+    """Per-step scale for K = ``steps`` respaced steps on an image of ``n_pix`` = C*H*W values:
+    ``s * (T / K) * (n_pix / (3*256*256))`` (== s for the official 1000 steps at 256x256)."""
+    return float(scale) * (train_steps / steps) * (n_pix / REFERENCE_PIXELS)
+
+
+# --------------------------------------------------------------------------------- the schedule
+@dataclass(frozen=True)
+class RespacedSchedule:
+    """guided-diffusion ``SpacedDiffusion`` tables for K kept steps (index j = 0..K-1, ascending)."""
+
+    timesteps: Tensor  # (K,) long: the original index t_j the model is called with
+    sqrt_recip_abar: Tensor
+    sqrt_recipm1_abar: Tensor
+    coef1: Tensor  # posterior mean = coef1 * x0 + coef2 * x_t
+    coef2: Tensor
+    log_var_min: Tensor  # log posterior variance (clipped at j = 0): "fixed small"
+    log_var_max: Tensor  # log beta'_j
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.timesteps.numel())
+
+
+def respaced_schedule(betas: Tensor, steps: int, device, dtype=torch.float32) -> RespacedSchedule:
+    T = int(betas.numel())
+    kept = timesteps(steps, T, kind="respaced")
+    b = respaced_betas(alphas_cumprod(betas.to(torch.float64).cpu()), kept)
+    abar = alphas_cumprod(b)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    post_var = b * (1 - abar_prev) / (1 - abar)
+    log_min = torch.log(torch.cat([post_var[1:2], post_var[1:]])) if len(kept) > 1 else torch.log(b)
+    tables = dict(
+        sqrt_recip_abar=(1 / abar).sqrt(), sqrt_recipm1_abar=(1 / abar - 1).sqrt(),
+        coef1=b * abar_prev.sqrt() / (1 - abar), coef2=(1 - abar_prev) * (1 - b).sqrt() / (1 - abar),
+        log_var_min=log_min, log_var_max=torch.log(b),
+    )
+    return RespacedSchedule(torch.tensor(kept, dtype=torch.long, device=device),
+                            **{k: v.to(device=device, dtype=dtype) for k, v in tables.items()})
+
+
+# ----------------------------------------------------------------------------------- samplers
+def sample_gdp_x0(p_mean_variance, x_T: Tensor, num_steps: int, guidance, noise) -> Tensor:
+    """Algorithm 2 (GDP-x0): guidance computed on x~0, added to the posterior mean."""
+    x_t = x_T
+    for j in reversed(range(num_steps)):
+        mean, log_var, x0 = p_mean_variance(x_t, j)  # mu, Sigma = mu_theta(x_t), Sigma_theta(x_t); x~0
+        mean = mean + guidance(x0)  # phi <- phi - l grad_phi L_tot;  mu + s grad_{x~0}(-L_tot)
+        x_t = mean + torch.exp(0.5 * log_var) * noise() if j > 0 else mean
+    return x_t
+
+
+def sample_gdp_xt(p_mean_variance, x_T: Tensor, num_steps: int, guidance, noise) -> Tensor:
+    """Algorithm 1 (GDP-xt): guidance computed on x_t itself, added to the posterior mean."""
+    x_t = x_T
+    for j in reversed(range(num_steps)):
+        mean, log_var, _ = p_mean_variance(x_t, j)  # mu, Sigma = mu_theta(x_t), Sigma_theta(x_t)
+        mean = mean + guidance(x_t)  # mu + s grad_{x_t}(-L_tot(y, D(x_t)))
+        x_t = mean + torch.exp(0.5 * log_var) * noise() if j > 0 else mean
+    return x_t
+
+
+SAMPLERS = {"x0": sample_gdp_x0, "xt": sample_gdp_xt}
+
+
+# ----------------------------------------------------------------------------------- guidance
+@dataclass
+class Guidance:
+    """L_tot = distance(D(x), target) + Q(x) per image, and the mean shift ``-scale * grad_x L_tot``.
+
+    ``predict`` maps a [0, 1] image to the comparison space (fixed D); with ``f``/``mask`` set the
+    blind model ``f x + M`` is used instead and updated by :func:`gdp_losses.degradation_step`.
+    """
+
+    predict: Callable[[Tensor], Tensor] | None
+    target: Tensor
+    scale: float
+    distance: Callable[[Tensor, Tensor], Tensor]
+    exposure: float = 0.0
+    exposure_patch: int = 8
+    exposure_level: float = 0.3
+    color: float = 0.0
+    tv: float = 0.0
+    lr: float = 1.0
+    f: Tensor | None = None
+    mask: Tensor | None = None
+
+    def loss(self, x01: Tensor) -> Tensor:
+        pred = self.predict(x01) if self.f is None else losses.lowlight_model(x01, self.f, self.mask)
+        total = self.distance(pred, self.target)
+        if self.exposure:
+            total = total + self.exposure * losses.exposure_loss(x01, self.exposure_patch, self.exposure_level)
+        if self.color:
+            total = total + self.color * losses.color_loss(x01)
+        return total
+
+    def __call__(self, x: Tensor) -> Tensor:
+        grad = torch.zeros_like(x)
+        if self.scale:
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                grad = -self.scale * torch.autograd.grad(self.loss((x_in + 1) / 2).sum(), x_in)[0]
+        if self.f is not None:  # Algorithm 2: phi <- phi - l grad_phi L_tot (same, pre-update phi)
+            self.f, self.mask, _ = losses.degradation_step(
+                (x.detach() + 1) / 2, self.target, self.f, self.mask, self.lr, self.distance, self.tv)
+        return grad
+
+
+# ----------------------------------------------------------------------------------- method
+class GDP(Method):
+    """GDP-x0 / GDP-xt for every task (linear through its operator, non-linear blind low-light)."""
+
+    name = "gdp_x0"
+
+    def __init__(self, model: dict, steps: int = 100, variant: str = "x0", scale: float | None = None,
+                 rescale: bool = True, distance: str = "mse", exposure: float = 0.0,
+                 exposure_level: float = 0.3, exposure_patch: int = 8, color: float = 0.0, tv: float = 0.0,
+                 lr_degradation: float = 1.0, learn_degradation: bool | None = None,
+                 patch_size: int | None = None, patch_stride: int | None = None, clip_denoised: bool = True):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"GDP variant={variant!r} is invalid: use one of {VARIANTS} (method=gdp_x0|gdp_xt)")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"GDP steps={steps!r} is invalid: pass a positive integer, e.g. steps=100")
+        if scale is not None and not (isinstance(scale, (int, float)) and scale >= 0):
+            raise ValueError(f"GDP scale={scale!r} is invalid: use null (official per-task default) or >= 0")
+        losses.distance_fn(distance)
+        for key, val in {"exposure": exposure, "color": color, "tv": tv, "lr_degradation": lr_degradation}.items():
+            if not isinstance(val, (int, float)) or val < 0:
+                raise ValueError(f"GDP {key}={val!r} is invalid: it must be a number >= 0")
+        for key, val in {"patch_size": patch_size, "patch_stride": patch_stride}.items():
+            if val is not None and (not isinstance(val, int) or val < 1):
+                raise ValueError(f"GDP {key}={val!r} is invalid: use null (prior's size, half of it) "
+                                 "or an int >= 1")
+        self.model, self.steps, self.variant, self.scale, self.rescale = dict(model), steps, variant, scale, rescale
+        self.distance, self.clip_denoised = distance, bool(clip_denoised)
+        self.quality = dict(exposure=float(exposure), exposure_level=float(exposure_level),
+                            exposure_patch=int(exposure_patch), color=float(color), tv=float(tv))
+        self.lr_degradation, self.learn_degradation = float(lr_degradation), learn_degradation
+        self.patch_size, self.patch_stride = patch_size, patch_stride
+        self.prior = None
+        self._schedule: RespacedSchedule | None = None
+        #: after restore: {"f": (B,), "mask": (B, 1, H, W)} for the blind low-light model, else None
+        self.last_degradation: dict | None = None
+        #: after restore: the per-step scale actually used
+        self.last_scale: float | None = None
+
+    # ------------------------------------------------------------------------------ setup
+    def unsupported_reason(self, task: Task) -> str | None:
+        if self.scale is None and official_scale(task.name) is None:
+            return (f"GDP has no official guidance scale for task {task.name!r} (official: "
+                    f"{OFFICIAL_SCALES}); pass one, e.g. method.scale=2000")
+        if self.learn_degradation and task.linear:
+            return f"learn_degradation=true is the blind low-light model; {task.name!r} is linear"
+        return super().unsupported_reason(task)
+
+    def setup(self, device: torch.device) -> None:
+        from bench.models.prior import load_prior
+
+        self.use_prior(load_prior(self.model, device), device)
+
+    def use_prior(self, prior, device: torch.device | str) -> None:
+        """Attach an already loaded :class:`bench.models.prior.DiffusionPrior` (or a duck-typed one)."""
+        self.device, self.prior = torch.device(device), prior
+        T = int(prior.betas.numel())
+        if self.steps > T:
+            raise ValueError(f"GDP steps={self.steps} exceeds the prior's {T} training steps; use steps <= {T}")
+        self._schedule = respaced_schedule(prior.betas, self.steps, self.device)
+
+    # ------------------------------------------------------------------------------ sampling
+    def _p_mean_variance(self, x_t: Tensor, j: int, grid: losses.PatchGrid):
+        """guided-diffusion ``p_mean_variance`` (eps model, clipped x0), patch-averaged like upstream."""
+        s = self._schedule
+        xp = grid.tile(x_t)
+        eps, v = self.prior.model_output(xp, s.timesteps[j].expand(xp.shape[0]))
+        x0 = s.sqrt_recip_abar[j] * xp - s.sqrt_recipm1_abar[j] * eps.to(xp.dtype)
+        if self.clip_denoised:
+            x0 = x0.clamp(-1, 1)
+        if v is None:
+            log_var = s.log_var_min[j].expand_as(x_t)
+        else:
+            frac = (v.to(xp.dtype) + 1) / 2
+            log_var = grid.untile(frac * s.log_var_max[j] + (1 - frac) * s.log_var_min[j])
+        x0 = grid.untile(x0)
+        return s.coef1[j] * x0 + s.coef2[j] * x_t, log_var, x0
+
+    def _guidance(self, y: Tensor, degradation: Degradation, shape, generators) -> Guidance:
+        task = degradation.task.name
+        s = self.scale if self.scale is not None else official_scale(task)
+        if s is None:
+            raise ValueError(self.unsupported_reason(degradation.task))
+        if self.rescale:
+            s = effective_scale(s, int(self.prior.betas.numel()), self.steps, shape[0] * shape[1] * shape[2])
+        self.last_scale = float(s)
+        kw = dict(scale=float(s), distance=losses.distance_fn(self.distance), lr=self.lr_degradation,
+                  **self.quality)
+        op = degradation.operator
+        if degradation.linear:
+            if self.learn_degradation:
+                raise ValueError(self.unsupported_reason(degradation.task))
+            target = op.measurement_image(y)
+            if tuple(target.shape[-2:]) == tuple(shape[-2:]):  # deblur, colorize, inpaint, denoise
+                return Guidance(lambda x: op.measurement_image(op.A(x)), target, **kw)
+            return Guidance(lambda x: op.image(op.pinv(op.A(x))), op.image(op.pinv(y)), **kw)  # sr
+        if self.learn_degradation is False:
+            return Guidance(op.A, y, **kw)
+        B, dev = y.shape[0], y.device
+        f = seeding.randn(generators, (1, 1, 1), dev) / 100  # official randn(1)/100
+        mask = seeding.rand(generators, (1, *shape[-2:]), dev) / 1e4  # official rand(H, W)/1e4
+        return Guidance(None, y, f=f.reshape(B, 1, 1, 1), mask=mask, **kw)
+
+    def restore(self, y: Tensor, degradation: Degradation, generators: list[torch.Generator]) -> Tensor:
+        if self.prior is None:
+            raise RuntimeError("GDP.restore called before setup(device); the runner calls setup first")
+        shape = tuple(degradation.operator.x_shape) if degradation.linear else tuple(y.shape[1:])
+        p = self.patch_size or int(self.prior.image_size)
+        grid = losses.PatchGrid(shape[1], shape[2], p, self.patch_stride or max(p // 2, 1))
+        x_T = seeding.randn(generators, shape, self.device)
+        guidance = self._guidance(y.to(self.device), degradation, shape, generators)
+        with torch.no_grad():
+            x0 = SAMPLERS[self.variant](
+                lambda x_t, j: self._p_mean_variance(x_t, j, grid), x_T, self._schedule.num_steps,
+                guidance, lambda: seeding.randn(generators, shape, self.device))
+        self.last_nfe = self._schedule.num_steps * grid.count
+        self.last_degradation = (None if guidance.f is None else
+                                 {"f": guidance.f.reshape(-1), "mask": guidance.mask})
+        return ((x0 + 1) / 2).clamp(0, 1)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "variant": self.variant, "steps": self.steps,
+            "algorithm": "GDP-x0 (Algorithm 2)" if self.variant == "x0" else "GDP-xt (Algorithm 1)",
+            "scale": self.scale if self.scale is not None else "official default per task",
+            "official_scales": OFFICIAL_SCALES, "rescale": self.rescale,
+            "scale_rule": ("per step s*(T/steps)*(C*H*W/(3*256*256)) on the mean-over-pixels loss"
+                           if self.rescale else "per step s on the mean-over-pixels loss"),
+            "distance": self.distance, **self.quality, "lr_degradation": self.lr_degradation,
+            "learn_degradation": self.learn_degradation, "clip_denoised": self.clip_denoised,
+            "patch_size": self.patch_size or "prior image_size",
+            "patch_stride": self.patch_stride or "patch_size//2",
+            "model": self.model.get("name"), "sampler": "guided-diffusion DDPM ancestral, respaced",
+            "nfe": "steps x patches per image",
+            "prior": getattr(self.prior, "info", None),
+        }
