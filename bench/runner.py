@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import resource
 import time
+import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +41,14 @@ class RunOptions:
 
 @dataclass
 class Timer:
+    """Seconds per phase; "io" and "metrics" are measured on the writer thread, overlapping sampling."""
+
     seconds: dict = field(default_factory=lambda: {"load": 0.0, "io": 0.0, "metrics": 0.0, "degrade": 0.0})
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, key: str, t0: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+        with self.lock:
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
 
 
 def _sync(device: torch.device) -> None:
@@ -122,11 +128,16 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
     degradations = DegradationCache(task, device, opts.seed)
     batch_times, batch_sizes, nfes = [], [], []
     bar = tqdm(total=len(pending), desc=f"{method.name}/{task.name}", unit="img", disable=not opts.progress)
-    for items in loader:
-        for group in _groups(items):
-            _restore_group(group, degradations, method, store, device, opts, timer, batch_times, batch_sizes, nfes)
-            bar.update(len(group))
-    bar.close()
+    writer = Writer()
+    try:
+        for items in loader:
+            for group in _groups(items):
+                _restore_group(group, degradations, method, store, device, opts, timer, batch_times,
+                               batch_sizes, nfes, writer)
+                bar.update(len(group))
+    finally:
+        writer.close()  # every finished batch is written, even when a later batch fails
+        bar.close()
 
     timed = slice(1, None) if len(batch_times) > 1 else slice(None)
     n_timed, t_timed = sum(batch_sizes[timed]), sum(batch_times[timed])
@@ -149,7 +160,8 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
     }
 
 
-def _restore_group(group, degradations, method, store, device, opts, timer, batch_times, batch_sizes, nfes):
+def _restore_group(group, degradations, method, store, device, opts, timer, batch_times, batch_sizes, nfes,
+                   writer: "Writer"):
     ids = [it.id for it in group]
     x = _stack(group, "image", device)
     low = _stack(group, "low", device)
@@ -182,17 +194,21 @@ def _restore_group(group, degradations, method, store, device, opts, timer, batc
     meas_u8 = to_uint8(deg.measurement_image(y).clamp(0, 1)).cpu()
     gt_u8 = to_uint8(x).cpu() if x is not None else None
     timer.add("io", t0)
+    # metrics and PNG/row writes run on the writer thread, overlapping the next batch's sampling
+    info = {"nfe": method.last_nfe, "restore_seconds": batch_times[-1] / len(group), "batch_size": len(group)}
+    writer.submit(_write_group, group, out_u8, meas_u8, gt_u8, info, store, opts, timer)
 
+
+def _write_group(group, out_u8, meas_u8, gt_u8, info, store, opts, timer) -> None:
+    """Per-image metrics from the 8-bit images, then PNGs, then the row (its presence marks "done")."""
     t0 = time.perf_counter()
     if gt_u8 is not None:
-        psnr, ssim = psnr_ssim(out_u8, gt_u8)
-        psnr, ssim = psnr.tolist(), ssim.tolist()
+        psnr, ssim = (v.tolist() for v in psnr_ssim(out_u8, gt_u8))
     else:
-        psnr = ssim = [None] * len(ids)
+        psnr = ssim = [None] * len(group)
     timer.add("metrics", t0)
 
     t0 = time.perf_counter()
-    per_image_s = batch_times[-1] / len(group)
     for k, item in enumerate(group):
         if gt_u8 is not None and opts.reference_dir is not None:
             ref_path = Path(opts.reference_dir) / f"{item.id}.png"
@@ -200,9 +216,28 @@ def _restore_group(group, degradations, method, store, device, opts, timer, batc
                 save_png(gt_u8[k], ref_path)
         save_png(out_u8[k], store.image_path(item.id))
         save_png(meas_u8[k], store.degraded_path(item.id))
-        store.write_row({
-            "id": item.id, "label": item.label, "psnr": psnr[k], "ssim": ssim[k],
-            "reference": "ground_truth" if gt_u8 is not None else None,
-            "nfe": method.last_nfe, "restore_seconds": per_image_s, "batch_size": len(group),
-        })
+        store.write_row({"id": item.id, "label": item.label, "psnr": psnr[k], "ssim": ssim[k],
+                         "reference": "ground_truth" if gt_u8 is not None else None, **info})
     timer.add("io", t0)
+
+
+class Writer:
+    """One background thread for metrics + writes: keeps order (a row after its PNGs, groups in order),
+    bounds the queue so memory stays flat, and re-raises a failed write in the main thread."""
+
+    def __init__(self, max_pending: int = 4):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-writer")
+        self.pending: list[Future] = []
+        self.max_pending = max_pending
+
+    def submit(self, fn, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > self.max_pending or (self.pending and self.pending[0].done()):
+            self.pending.pop(0).result()
+
+    def close(self) -> None:
+        try:
+            for fut in self.pending:
+                fut.result()
+        finally:
+            self.pool.shutdown(wait=True)
