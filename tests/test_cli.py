@@ -59,10 +59,10 @@ def test_bicubic_sr4_writes_everything_and_rerun_rewrites_nothing(tmp_path):
 
 
 def test_resume_adds_only_missing_images(tmp_path):
-    run_from_config(compose("task=denoise", "dataset.limit=2", f"run.results_root={tmp_path}", "run.progress=false"))
+    run_from_config(compose("method=bicubic", "task=denoise", "dataset.limit=2", f"run.results_root={tmp_path}", "run.progress=false"))
     (run,) = run_dirs(tmp_path)
     first = {p.name: p.stat().st_mtime_ns for p in (run / "images").glob("*.png")}
-    run_from_config(compose("task=denoise", "dataset.limit=5", f"run.results_root={tmp_path}", "run.progress=false"))
+    run_from_config(compose("method=bicubic", "task=denoise", "dataset.limit=5", f"run.results_root={tmp_path}", "run.progress=false"))
     assert run_dirs(tmp_path) == [run]  # the limit is not part of the run identity
     df = pd.read_parquet(run / "per_image.parquet")
     assert len(df) == 5 and df["id"].is_unique
@@ -72,7 +72,7 @@ def test_resume_adds_only_missing_images(tmp_path):
 
 def test_outputs_do_not_depend_on_batch_size(tmp_path):
     for bs, sub in ((1, "a"), (3, "b")):
-        run_from_config(compose("task=sr4_noisy", "dataset.limit=4", f"run.batch_size={bs}",
+        run_from_config(compose("method=bicubic", "task=sr4_noisy", "dataset.limit=4", f"run.batch_size={bs}",
                                 f"run.results_root={tmp_path / sub}", "run.progress=false"))
     (a,), (b,) = run_dirs(tmp_path / "a"), run_dirs(tmp_path / "b")
     assert a.name == b.name
@@ -97,7 +97,7 @@ def test_unknown_method_lists_the_choices(tmp_path):
 
 def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path):
     res = tmp_path / "results"
-    proc = run_cli("dataset=folder", f"dataset.root={tmp_path / 'missing'}", results_root=res, check=False)
+    proc = run_cli("method=bicubic", "dataset=folder", f"dataset.root={tmp_path / 'missing'}", results_root=res, check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("task=denoise", "task.sigma=-0.2", results_root=res, check=False)
     assert proc.returncode == 2 and "sigma=-0.2" in proc.stderr
@@ -106,7 +106,7 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path):
     imgs.mkdir()
     Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(imgs / "ok.png")
     (imgs / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
-    proc = run_cli("dataset=folder", f"dataset.root={imgs}", "dataset.image_size=64", results_root=res, check=False)
+    proc = run_cli("method=bicubic", "dataset=folder", f"dataset.root={imgs}", "dataset.image_size=64", results_root=res, check=False)
     assert proc.returncode == 2 and "zz_corrupt.png" in proc.stderr
     assert not res.exists() or not list(res.rglob("*.png"))
 

@@ -19,7 +19,7 @@ from tests.conftest import CONF_DIR, REPO, compose, run_cli, run_dirs
 pytestmark = pytest.mark.slow
 
 # a run slow enough on CPU to be killed in the middle: DDRM with the tiny random prior, 1 image per batch
-SLOW_RUN = ("method=ddrm", "task=sr4", "steps=25", "run.batch_size=1", "dataset.limit=6")
+SLOW_RUN = ("method=ddrm", "model=adm_tiny", "task=sr4", "steps=25", "run.batch_size=1", "dataset.limit=6")
 
 
 def _cli(*args, root):
@@ -36,7 +36,7 @@ def _assert_complete(run, n):
 
 
 def test_shards_merge_into_the_unsharded_result(tmp_path):
-    common = ("task=sr4_noisy", "dataset.limit=5")
+    common = ("method=bicubic", "task=sr4_noisy", "dataset.limit=5")
     run_cli(*common, results_root=tmp_path / "whole")
     for shard in (0, 1):
         run_cli(*common, "dataset.num_shards=2", f"dataset.shard={shard}", results_root=tmp_path / "sharded")
@@ -95,7 +95,7 @@ def test_wandb_offline_logs_locally(tmp_path):
     env_mode = os.environ.get("WANDB_MODE")
     os.environ["WANDB_MODE"] = "offline"
     try:
-        run_cli("logger=wandb", "dataset.limit=2", results_root=tmp_path)
+        run_cli("method=bicubic", "logger=wandb", "dataset.limit=2", results_root=tmp_path)
     finally:
         if env_mode is None:
             os.environ.pop("WANDB_MODE")

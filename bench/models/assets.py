@@ -146,10 +146,23 @@ def _accept(asset: Asset, path: Path, actual: str, source: str) -> Path:
     return path
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_local_path(path: str) -> Path:
+    """A user path as given (absolute or relative to the working directory); a relative path that does
+    not exist there is tried against the repository root, where the embedded priors live
+    (``bench/priors/...``), so configs work from any working directory."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
+        return REPO_ROOT / p
+    return p
+
+
 def fetch(asset: Asset, *, offline: bool | None = None, progress: bool = True) -> Path:
     """Return a local, verified path for ``asset`` (see the module docstring for the order)."""
     if asset.path:
-        p = Path(asset.path).expanduser()
+        p = resolve_local_path(asset.path)
         if not p.is_file():
             raise AssetError(
                 f"asset {asset.name}: model.asset.path={asset.path} does not exist or is not a file.\n"

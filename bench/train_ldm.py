@@ -1,0 +1,308 @@
+"""``python -m bench.train --config-name ldm_sr``: a small latent-diffusion 4x SR model in diffusers format.
+
+The parts of diffusers' ``LDMSuperResolutionPipeline`` (see :mod:`bench.models.ldm`), trained in two
+stages on random 64-crops (+ h-flips) x of the training images, in [-1, 1]:
+
+Stage 1, first stage (Rombach et al. 2022 §3.1, without the adversarial/perceptual terms): a ``VQModel``
+with f = 4 (three block levels) and 3 latent channels, z = E(x) (pre-quantisation, as the pipeline feeds
+the decoder), x_rec = D(Q(z)) with the straight-through vector quantiser Q::
+
+    L_AE = l1_weight |x - x_rec|_1 + l2_weight |x - x_rec|^2 + commit_weight L_VQ
+    L_VQ = |sg[Q(z)] - z|^2 + beta |Q(z) - sg[z]|^2          (diffusers VectorQuantizer, beta 0.25)
+
+Stage 2, the latent diffusion model (LDM §3.3, concatenation conditioning): with E frozen,
+z_0 = E(x), c = 4x block average of x (16x16, the `sr4` degradation), betas = the hub DDIM scheduler's
+``scaled_linear`` 0.0015..0.0155 with T = 1000 (:data:`bench.models.ldm.HUB_SCHEDULER_CONFIG`, so that
+``bench.methods.srldm`` samples it as it samples the CompVis model)::
+
+    t ~ U{0..T-1}, eps ~ N(0, I), z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
+    L_LDM = |eps - eps_theta(cat[z_t, c], t)|^2                (UNet2DModel, in_channels 6)
+
+Output: ``save_pretrained`` of ``vqvae/``, ``unet/`` (EMA weights) and ``scheduler/`` into
+``<priors_dir>/<name>/`` (fp16 safetensors), the card ``<priors_dir>/<name>.md`` and loss curves. Use it
+with ``python -m bench method=srldm method.ldm.local_dir=bench/priors/<name>``. Checkpointing, resume,
+EMA, seeding per (seed, stage, step) and bf16 autocast on CUDA work as in :mod:`bench.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.diffusion import alphas_cumprod, make_betas
+from bench.models.assets import sha256_file
+from bench.train import (EMA, atomic_torch_save, device_name, load_checkpoint, load_images, loss_table,
+                         pick_device, plot_losses, random_crops, repo_path, step_generator, train_loop, warmup_lr)
+
+log = logging.getLogger("bench.train")
+
+
+def _default_vq() -> dict:
+    return dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+                up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[16, 32, 64], layers_per_block=1,
+                latent_channels=3, num_vq_embeddings=1024, vq_embed_dim=3, norm_num_groups=16, sample_size=64)
+
+
+def _default_unet() -> dict:
+    return dict(sample_size=16, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=[64, 128],
+                down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+                norm_num_groups=32, attention_head_dim=32)
+
+
+@dataclass
+class LDMTrainConfig:
+    """Typed settings of the latent SR trainer (``conf/train/ldm_sr.yaml`` documents each)."""
+
+    name: str = "ldm_sr_tiny"
+    vq: dict = field(default_factory=_default_vq)  # diffusers.VQModel kwargs
+    unet: dict = field(default_factory=_default_unet)  # diffusers.UNet2DModel kwargs
+    data_root: str = "../shared/data/imagenet-sample-96"
+    data_limit: int | None = None
+    crop: int = 64
+    factor: int = 4  # LR = factor x block average of the crop
+    vq_steps: int = 800
+    unet_steps: int = 2000
+    batch_size: int = 8
+    vq_lr: float = 1e-3
+    unet_lr: float = 1e-3
+    warmup: int = 100
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    commit_weight: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    ckpt_dir: str | None = None  # None: results/train/<name>
+    ckpt_every: int = 100
+    resume: bool = True
+    max_minutes: float | None = None
+    priors_dir: str = "bench/priors"
+    progress: bool = True
+    num_threads: int | None = None  # torch CPU threads, applied by the CLI (python -m bench.train)
+    command: str = "python -m bench.train --config-name ldm_sr"
+
+    def train(self) -> dict:
+        return train_ldm_sr(self)
+
+
+def build_parts(cfg: LDMTrainConfig):
+    from diffusers import UNet2DModel, VQModel
+
+    if cfg.unet["in_channels"] != 2 * cfg.unet["out_channels"] or cfg.unet["out_channels"] != cfg.vq["latent_channels"]:
+        raise ValueError("unet.in_channels must be 2 * unet.out_channels and out_channels = vq.latent_channels "
+                         f"(latent + LR image concatenated); got unet {cfg.unet}, vq latent {cfg.vq['latent_channels']}")
+    f = 2 ** (len(cfg.vq["block_out_channels"]) - 1)
+    if f != cfg.factor:
+        raise ValueError(f"the VQ model downsamples by {f} (2 ** (levels - 1)) but factor={cfg.factor}; the "
+                         "latent must have the LR image's size. Fix: vq.block_out_channels with log2(factor)+1 levels")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return VQModel(**cfg.vq), UNet2DModel(**cfg.unet)
+
+
+def vq_loss(vq, x: torch.Tensor, cfg: LDMTrainConfig) -> torch.Tensor:
+    """L_AE of the module docstring."""
+    out = vq(x)
+    rec = out.sample.float()
+    return (cfg.l1_weight * (rec - x).abs().mean() + cfg.l2_weight * (rec - x).pow(2).mean()
+            + cfg.commit_weight * out.commit_loss.float().mean())
+
+
+def ldm_loss(unet, z0: torch.Tensor, c: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+             abar: torch.Tensor) -> torch.Tensor:
+    """L_LDM of the module docstring."""
+    a = abar[t].view(-1, 1, 1, 1)
+    z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
+    return F.mse_loss(unet(torch.cat([z_t, c], dim=1), t).sample.float(), eps)
+
+
+def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
+    from bench.models.ldm import HUB_SCHEDULER_CONFIG as S
+
+    device = pick_device(cfg.device)
+    images, data_sha = load_images(cfg.data_root, cfg.data_limit)
+    vq, unet = build_parts(cfg)
+    vq, unet = vq.to(device), unet.to(device)
+    ema = EMA(unet, cfg.ema_decay)
+    vq_opt = torch.optim.AdamW(vq.parameters(), lr=cfg.vq_lr, weight_decay=0.0)
+    unet_opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
+    betas = make_betas(S["beta_schedule"], S["num_train_timesteps"], S["beta_start"], S["beta_end"])
+    abar, T = alphas_cumprod(betas.float()).to(device), betas.numel()
+    identity = json.loads(json.dumps({"kind": "ldm_sr", "vq": cfg.vq, "unet": cfg.unet, "data_sha256": data_sha,
+                                      "seed": cfg.seed, "batch_size": cfg.batch_size, "crop": cfg.crop}))
+    ckpt = repo_path(cfg.ckpt_dir or f"results/train/{cfg.name}") / "last.pt"
+    st = {"vq_step": 0, "unet_step": 0, "vq_losses": [], "unet_losses": [], "wall_s": 0.0}
+    state = load_checkpoint(ckpt, identity) if cfg.resume else None
+    if state is not None:
+        vq.load_state_dict(state["vq"])
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        vq_opt.load_state_dict(state["vq_opt"])
+        unet_opt.load_state_dict(state["unet_opt"])
+        st = {k: state[k] for k in st}
+        log.info("resuming %s from %s (stage 1 step %d, stage 2 step %d)", cfg.name, ckpt, st["vq_step"],
+                 st["unet_step"])
+    t_start, wall_prev = time.perf_counter(), float(st["wall_s"])
+    deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
+    use_bf16 = device.type == "cuda"
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
+
+    def optimise(loss, params, opt, lr, s):
+        warmup_lr(opt, lr, cfg.warmup, s)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+
+    def vq_step(s: int) -> float:
+        x = random_crops(images, cfg.batch_size, cfg.crop, step_generator(cfg.seed, s, stream=1)).to(device)
+        vq.train()
+        with autocast():
+            loss = vq_loss(vq, x, cfg)
+        optimise(loss, vq.parameters(), vq_opt, cfg.vq_lr, s)
+        st["vq_losses"].append(loss.item())
+        return st["vq_losses"][-1]
+
+    def unet_step(s: int) -> float:
+        g = step_generator(cfg.seed, s, stream=2)
+        x = random_crops(images, cfg.batch_size, cfg.crop, g).to(device)
+        t = torch.randint(0, T, (cfg.batch_size,), generator=g).to(device)
+        with torch.no_grad(), autocast():
+            z0 = vq.encode(x).latents.float()
+        eps = torch.randn(z0.shape, generator=g).to(device)
+        c = F.avg_pool2d(x, cfg.factor)
+        unet.train()
+        with autocast():
+            loss = ldm_loss(unet, z0, c, t, eps, abar)
+        optimise(loss, unet.parameters(), unet_opt, cfg.unet_lr, s)
+        ema.update(unet)
+        st["unet_losses"].append(loss.item())
+        return st["unet_losses"][-1]
+
+    def save(key: str):
+        def _save(s: int) -> None:
+            st[key] = s
+            atomic_torch_save({"identity": identity, **st, "wall_s": wall_prev + time.perf_counter() - t_start,
+                               "vq": vq.state_dict(), "unet": unet.state_dict(), "ema": ema.state_dict(),
+                               "vq_opt": vq_opt.state_dict(), "unet_opt": unet_opt.state_dict()}, ckpt)
+        return _save
+
+    def minutes_left():
+        return None if deadline is None else max(0.0, (deadline - time.perf_counter()) / 60)
+
+    common = dict(ckpt_every=cfg.ckpt_every, progress=cfg.progress)
+    train_loop(vq_step, st["vq_step"], cfg.vq_steps, save=save("vq_step"), max_minutes=minutes_left(),
+               desc=f"{cfg.name} stage 1 (VQ)", **common)
+    if st["vq_step"] < cfg.vq_steps:
+        raise TimeoutError(f"{cfg.name}: max_minutes ran out in stage 1 at step {st['vq_step']} of {cfg.vq_steps}; "
+                           f"rerun the same command to resume from {ckpt}")
+    vq.eval().requires_grad_(False)
+    train_loop(unet_step, st["unet_step"], cfg.unet_steps, save=save("unet_step"), max_minutes=minutes_left(),
+               desc=f"{cfg.name} stage 2 (LDM)", **common)
+    wall = wall_prev + time.perf_counter() - t_start
+    with torch.no_grad():
+        x = random_crops(images, min(64, images.shape[0]), cfg.crop, step_generator(cfg.seed, 0, stream=3))
+        latent_std = float(vq.encode(x.to(device)).latents.float().std())
+    return export_ldm(cfg, vq, ema.model, st, wall, device, data_sha, images.shape[0], latent_std)
+
+
+def save_diffusers_dir(out: Path, vq, unet) -> dict[str, str]:
+    """``save_pretrained`` (fp16 safetensors) of vqvae/, unet/, scheduler/ into ``out``, replacing it
+    atomically (written beside it, then renamed); returns the sha256 of each weights file."""
+    from diffusers import DDIMScheduler
+
+    from bench.models.ldm import HUB_SCHEDULER_CONFIG
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    copy.deepcopy(vq).cpu().half().save_pretrained(tmp / "vqvae", safe_serialization=True)
+    copy.deepcopy(unet).cpu().half().save_pretrained(tmp / "unet", safe_serialization=True)
+    DDIMScheduler(**HUB_SCHEDULER_CONFIG).save_pretrained(tmp / "scheduler")
+    for f in tmp.rglob("*"):
+        os.chmod(f, 0o755 if f.is_dir() else 0o644)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return {f"{part}/{f.name}": sha256_file(f) for part in ("vqvae", "unet")
+            for f in sorted((out / part).glob("*.safetensors"))}
+
+
+def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, device, data_sha: str,
+               n_images: int, latent_std: float) -> dict:
+    pri = repo_path(cfg.priors_dir)
+    out = pri / cfg.name
+    shas = save_diffusers_dir(out, vq, unet_ema)
+    plot_losses(st["vq_losses"], pri / f"{cfg.name}_vq_loss.png", f"{cfg.name} stage 1: VQ autoencoder loss")
+    plot_losses(st["unet_losses"], pri / f"{cfg.name}_unet_loss.png", f"{cfg.name} stage 2: latent eps loss")
+    try:
+        rel = out.resolve().relative_to(repo_path("."))
+    except ValueError:
+        rel = out.resolve()
+
+    def final(xs):
+        return sum(xs[-100:]) / max(1, len(xs[-100:]))
+
+    info = {"name": cfg.name, "dir": str(rel), "sha256": shas, "vq_steps": st["vq_step"],
+            "unet_steps": st["unet_step"], "vq_parameters": sum(p.numel() for p in vq.parameters()),
+            "unet_parameters": sum(p.numel() for p in unet_ema.parameters()), "wall_s": round(wall_s, 1),
+            "device": device_name(device), "final_vq_loss": final(st["vq_losses"]),
+            "final_unet_loss": final(st["unet_losses"]), "latent_std": latent_std}
+    files = "\n".join(f"| `{k}` | `{v}` |" for k, v in shas.items())
+    (pri / f"{cfg.name}.md").write_text(f"""# {cfg.name}: embedded latent-diffusion 4x SR model (diffusers format)
+
+`LDMSuperResolutionPipeline` parts (`unet/`, `vqvae/`, `scheduler/`) in `{rel}/`, trained by
+`bench/train_ldm.py`: a VQ autoencoder (f=4, 3 latent channels; L1 + L2 + commitment, no GAN), then a
+UNet2DModel (in_channels 6: noisy latent + 4x block-averaged LR image) with the DDPM eps loss under the
+hub model's scheduler (scaled_linear 0.0015..0.0155, T=1000). Small and briefly trained: NOT comparable
+to `CompVis/ldm-super-resolution-4x-openimages`. Use: `python -m bench method=srldm method.ldm.local_dir={rel}`.
+
+| | |
+|---|---|
+| files (fp16 safetensors; UNet = EMA weights) | see below |
+| parameters | VQ {info['vq_parameters']:,}; UNet {info['unet_parameters']:,} |
+| data | {n_images} images of `{cfg.data_root}`, content sha256 `{data_sha}`; random {cfg.crop}-crops + h-flips |
+| stage 1 | {st['vq_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.vq_lr}; final loss {info['final_vq_loss']:.4f} |
+| stage 2 | {st['unet_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.unet_lr}, EMA {cfg.ema_decay}; \
+final loss {info['final_unet_loss']:.4f} |
+| latent std | {latent_std:.3f} (no latent rescaling, as the CompVis SR model) |
+| wall time | {wall_s / 60:.1f} min on {info['device']}; torch {torch.__version__} |
+
+| file | sha256 |
+|---|---|
+{files}
+
+## Retrain
+
+```
+{cfg.command}
+```
+
+## Loss curves
+
+![stage 1]({cfg.name}_vq_loss.png) ![stage 2]({cfg.name}_unet_loss.png)
+
+Stage 1 (VQ autoencoder):
+
+{loss_table(st['vq_losses'])}
+
+Stage 2 (latent diffusion):
+
+{loss_table(st['unet_losses'])}
+""")
+    log.info("wrote %s (%s)", out, shas)
+    return info

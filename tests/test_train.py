@@ -1,0 +1,154 @@
+"""The embedded-prior trainers (bench/train.py, bench/train_ldm.py): a few CPU steps on tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.train import ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm
+from tests.conftest import REPO
+
+TINY_ARCH = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
+                 num_head_channels=32, learn_sigma=False, use_scale_shift_norm=True)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Six smooth 40x40 RGB images (seeded), enough for crops of 32."""
+    root = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:40] / 40.0
+    for i in range(6):
+        f = rng.uniform(1, 4, size=(3, 2))
+        arr = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (a * xx + b * yy) + i) for a, b in f], -1)
+        Image.fromarray((arr * 255).astype(np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
+def adm_cfg(tmp_path, images, **kw) -> ADMTrainConfig:
+    base = dict(name="t_adm", arch=TINY_ARCH, data_root=str(images), steps=4, batch_size=4, lr=2e-3, warmup=1,
+                ckpt_dir=str(tmp_path / "ckpt"), ckpt_every=2, priors_dir=str(tmp_path / "priors"),
+                model_conf_dir=str(tmp_path / "conf"), progress=False, device="cpu")
+    return ADMTrainConfig(**{**base, **kw})
+
+
+def test_ddpm_loss_decreases_on_a_fixed_batch(images):
+    from bench.diffusion import alphas_cumprod, linear_betas
+    from bench.models.adm_unet import create_model
+    from bench.train import load_images
+
+    imgs, _ = load_images(images)
+    g = step_generator(0, 0)
+    x0 = random_crops(imgs, 4, 32, g)
+    assert x0.shape == (4, 3, 32, 32) and -1 <= x0.min() and x0.max() <= 1
+    t, eps = torch.randint(0, 1000, (4,), generator=g), torch.randn(x0.shape, generator=g)
+    abar = alphas_cumprod(linear_betas().float())
+    torch.manual_seed(0)
+    net = create_model(**TINY_ARCH)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    first = ddpm_loss(net, x0, t, eps, abar).item()
+    for _ in range(12):
+        loss = ddpm_loss(net, x0, t, eps, abar)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert ddpm_loss(net, x0, t, eps, abar).item() < 0.8 * first
+
+
+def test_adm_resume_is_exact_and_export_loads_strictly(tmp_path, images):
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from bench.models.adm_unet import create_model
+    from bench.models.assets import sha256_file
+    from bench.models.prior import clear_cache, load_prior
+
+    straight = adm_cfg(tmp_path / "a", images)
+    info = train_adm(straight)
+    assert info["steps"] == 4 and np.isfinite(info["final_loss"])
+    ref = torch.load(tmp_path / "a" / "ckpt" / "last.pt", weights_only=True)
+    assert ref["step"] == 4 and len(ref["losses"]) == 4
+
+    train_adm(adm_cfg(tmp_path / "b", images, steps=2))
+    train_adm(adm_cfg(tmp_path / "b", images, steps=4))  # resumes at step 2
+    got = torch.load(tmp_path / "b" / "ckpt" / "last.pt", weights_only=True)
+    assert got["step"] == 4 and got["losses"] == ref["losses"]
+    for k, v in ref["ema"]["model"].items():
+        torch.testing.assert_close(got["ema"]["model"][k], v, rtol=0, atol=0)
+
+    weights = tmp_path / "a" / "priors" / "t_adm.safetensors"
+    state = load_file(str(weights))
+    assert all(v.dtype == torch.float16 for v in state.values())
+    conf = OmegaConf.to_container(OmegaConf.load(tmp_path / "a" / "conf" / "t_adm.yaml"))
+    assert conf["asset"]["sha256"] == sha256_file(weights) == info["sha256"]
+    net = create_model(**conf["arch"])
+    net.load_state_dict(state, strict=True)
+    torch.testing.assert_close(net.input_blocks[0][0].weight, ref["ema"]["model"]["input_blocks.0.0.weight"],
+                               rtol=1e-3, atol=1e-3)  # fp16 rounding of the EMA weights
+    assert (tmp_path / "a" / "priors" / "t_adm.md").read_text().count(info["sha256"]) == 1
+    assert (tmp_path / "a" / "priors" / "t_adm_loss.png").stat().st_size > 0
+    clear_cache()
+    prior = load_prior(conf, "cpu")
+    assert prior.info["meaningful"] and not prior.learn_sigma
+    assert prior.eps(torch.zeros(1, 3, 32, 32), torch.tensor([10])).shape == (1, 3, 32, 32)
+    clear_cache()
+
+
+def test_resume_refuses_a_different_architecture(tmp_path, images):
+    train_adm(adm_cfg(tmp_path, images, steps=1))
+    with pytest.raises(ValueError, match="another configuration"):
+        train_adm(adm_cfg(tmp_path, images, steps=2, arch={**TINY_ARCH, "num_res_blocks": 2}))
+
+
+def test_ldm_sr_trains_resumes_and_loads_with_diffusers(tmp_path, images):
+    from bench.methods.srldm import sample_ldm_sr
+    from bench.models.ldm import load_ldm_sr
+    from bench.train_ldm import LDMTrainConfig
+
+    vq = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+              up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[8, 16, 16], layers_per_block=1,
+              latent_channels=3, num_vq_embeddings=32, vq_embed_dim=3, norm_num_groups=4, sample_size=32)
+    unet = dict(sample_size=8, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=[16, 32],
+                down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+                norm_num_groups=8, attention_head_dim=8)
+
+    def cfg(**kw):
+        return LDMTrainConfig(**{**dict(vq=vq, unet=unet, data_root=str(images), crop=32, vq_steps=2, unet_steps=2,
+                                        batch_size=2, warmup=1, ckpt_dir=str(tmp_path / "ckpt"), ckpt_every=1,
+                                        priors_dir=str(tmp_path / "priors"), progress=False, device="cpu"), **kw})
+
+    cfg(unet_steps=1).train()
+    info = cfg().train()  # resumes: stage 1 done, stage 2 from step 1
+    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
+    assert (state["vq_step"], state["unet_step"]) == (2, 2) and len(state["unet_losses"]) == 2
+    assert np.isfinite(info["final_vq_loss"]) and np.isfinite(info["final_unet_loss"])
+
+    out = tmp_path / "priors" / "ldm_sr_tiny"
+    ldm = load_ldm_sr(None, str(out), "cpu")
+    assert ldm.scale_factor == 4
+    torch.testing.assert_close(ldm.unet.conv_in.weight, state["ema"]["model"]["conv_in.weight"], rtol=1e-3, atol=1e-3)
+    lr = torch.rand(1, 3, 8, 8) * 2 - 1
+    x = sample_ldm_sr(ldm.unet, ldm.vqvae, ldm.make_scheduler(), lr, [torch.Generator().manual_seed(0)], 2, 1.0)
+    assert x.shape == (1, 3, 32, 32) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", ["adm64", "ldm_sr"])
+def test_shipped_train_configs_build(name):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
+        cfg = compose(config_name=name)
+    plain = {k: v for k, v in instantiate(cfg, _convert_="all").__dict__.items()}
+    if name == "adm64":
+        from bench.train import build_adm
+
+        n = sum(p.numel() for p in build_adm(plain["arch"]).parameters())
+        assert n <= 20_000_000 and plain["arch"]["image_size"] == 64
+    else:
+        from bench.train_ldm import LDMTrainConfig, build_parts
+
+        vq, unet = build_parts(LDMTrainConfig(**plain))
+        assert unet.config.in_channels == 6 and len(vq.config.block_out_channels) == 3
