@@ -9,6 +9,7 @@
     diffusion: {steps: 1000, schedule: linear, beta_start?: 1e-4, beta_end?: 0.02, learn_sigma: true}
     asset: null | {name, url, sha256, path}   # null: random weights from init_seed (NOT meaningful)
     init_seed: 0
+    speed: {precision: fp32|bf16|fp16, channels_last: false, compile: false}   # optional, see below
 
 With an asset the checkpoint is fetched (cache / override path / download, sha256-verified, see
 :mod:`bench.models.assets`), loaded with ``weights_only`` and applied with ``strict=True``; offline, a
@@ -17,14 +18,39 @@ cached per (name, device, config) in-process, so a sweep reuses one network.
 
 The network is put in eval mode with ``requires_grad=False`` on its parameters; :meth:`DiffusionPrior.eps`
 does not disable autograd, so guidance methods (GDP) can still differentiate through it w.r.t. ``x_t``.
+
+Speed (:class:`Precision`, the optional ``speed:`` block; absent = exactly the previous behaviour)::
+
+    speed:
+      precision: null        # null: as the arch says (ADM use_fp16 -> fp16 torso autocast on CUDA, else fp32)
+                             # fp32 | bf16 | fp16: torch.autocast on CUDA; see "CPU" below
+      channels_last: false   # weights and inputs in channels_last memory format
+      compile: false         # torch.compile(net, dynamic=False), once per cached prior (= per process)
+      compile_mode: null     # torch.compile mode (null = default, e.g. max-autotune)
+      sdpa: always           # attention is always F.scaled_dot_product_attention (recorded, not a switch)
+      cpu_autocast: false    # CPU: allow bf16 autocast (correct, tested; fast only with AVX512-BF16/AMX)
+      cpu_compile: false     # CPU: allow torch.compile
+
+Autocast scope: for the ADM UNet on CUDA the net's own torso autocast is used (``net.autocast_dtype``;
+time embedding and output head stay float32, as upstream's ``use_fp16``); otherwise (CPU opt-in, other
+nets) the whole forward runs under ``torch.autocast``. CPU decision: bf16/fp16 requested on CPU run in
+float32 with a logged note unless ``cpu_autocast: true`` (bf16 only; fp16 always falls back), and
+``compile`` is ignored on CPU (logged) unless ``cpu_compile: true``. Whatever runs, :meth:`DiffusionPrior.
+model_output` returns float32 tensors in the default memory format, and the requested and effective
+settings (with the notes) are recorded in ``prior.info["speed"]`` (so in every run manifest). The speed
+block is part of the model config, hence of the prior cache key and of the run's config hash. The sampler
+math is unchanged: only the network call is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -34,6 +60,9 @@ from bench.models.adm_unet import create_model, random_init_
 from bench.models.assets import AssetError, asset_from_config, fetch, fetched_assets, load_state_dict
 
 KINDS = ("adm",)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+log = logging.getLogger(__name__)
 
 _CACHE: dict[tuple[str, str, str], "DiffusionPrior"] = {}
 
@@ -47,17 +76,126 @@ class DiffusionPrior:
     betas: Tensor  # float64 (T,), on the net's device
     learn_sigma: bool
     info: dict = field(default_factory=dict)
+    #: the network call under the speed settings (:class:`FastForward`); None = plain ``net`` (fp32 eager)
+    forward: Callable | None = None
 
     def model_output(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(eps, v)``: the noise prediction and, for learned-sigma nets, the variance values (else None).
 
         ``x_t`` (B, 3, H, W) in [-1, 1] space, ``t`` (B,) integer model timesteps in [0, T).
         """
-        return split_model_output(self.net(x_t, t), channels=x_t.shape[1])
+        out = self.net(x_t, t) if self.forward is None else self.forward(x_t, t)
+        return split_model_output(out, channels=x_t.shape[1])
 
     def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
         """The noise prediction only (learned-sigma nets: the first C output channels)."""
         return self.model_output(x_t, t)[0]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The requested speed settings (a model config's ``speed:`` block; see the module docstring)."""
+
+    precision: str | None = None
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+    sdpa: str = "always"
+    cpu_autocast: bool = False
+    cpu_compile: bool = False
+
+    @classmethod
+    def from_config(cls, block: Mapping | None) -> "Precision":
+        block = dict(block or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(block) - set(names))
+        if unknown:
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, 1)) else k
+                     for k in unknown]
+            raise ValueError(f"model.speed: unknown key(s) {hints}; allowed: {names}")
+        prec = block.get("precision")
+        if prec is not None and prec not in PRECISIONS:
+            raise ValueError(f"model.speed.precision={prec!r}: use null, {' | '.join(PRECISIONS)}")
+        if block.get("sdpa", "always") not in ("always", True):
+            raise ValueError("model.speed.sdpa: attention always uses F.scaled_dot_product_attention; "
+                             "only 'always' is accepted")
+        for key in ("channels_last", "compile", "cpu_autocast", "cpu_compile"):
+            if not isinstance(block.get(key, False), bool):
+                raise ValueError(f"model.speed.{key}={block[key]!r} must be true or false")
+        block["sdpa"] = "always"
+        return cls(**block)
+
+    def resolve(self, net: torch.nn.Module, device: torch.device | str) -> dict:
+        """The settings that will actually run for ``net`` on ``device`` (+ notes for what was dropped)."""
+        dev = torch.device(device)
+        notes = []
+        arch_fp16 = getattr(net, "autocast_dtype", None) == torch.float16 and self.precision is None
+        prec = self.precision or ("fp16" if arch_fp16 else "fp32")
+        torso = hasattr(net, "autocast_dtype")  # the ADM UNet autocasts its own torso on CUDA
+        if (dev.type == "cuda" and prec == "bf16" and torch.cuda.is_available()
+                and not torch.cuda.is_bf16_supported(including_emulation=False)):
+            notes.append("bf16 requested but this GPU has no native bf16 (pre-Ampere): running fp32")
+            prec = "fp32"
+        if dev.type == "cuda" or PRECISIONS[prec] is None:
+            scope = "none" if PRECISIONS[prec] is None else ("torso" if torso else "whole")
+        elif prec == "bf16" and self.cpu_autocast:
+            scope = "whole"
+        else:
+            if self.precision is not None:
+                notes.append(f"precision {prec} requested on {dev.type}: running fp32"
+                             + (" (set speed.cpu_autocast=true for bf16 autocast)" if prec == "bf16" else ""))
+            prec, scope = "fp32", "none"
+        compile_ = self.compile and (dev.type == "cuda" or self.cpu_compile)
+        if self.compile and not compile_:
+            notes.append(f"compile requested on {dev.type}: running eager (set speed.cpu_compile=true)")
+        return {"requested": asdict(self), "precision": prec, "autocast": scope,
+                "channels_last": self.channels_last, "compile": compile_,
+                "compile_mode": self.compile_mode if compile_ else None, "sdpa": "always",
+                "device_type": dev.type, "notes": notes}
+
+
+def _float_out(out):
+    """float32, contiguous network output (a tensor, or a diffusers output with a ``sample`` tensor)."""
+    if isinstance(out, Tensor):
+        return out.float().contiguous()
+    if hasattr(out, "sample"):
+        out.sample = out.sample.float().contiguous()
+    return out
+
+
+class FastForward:
+    """Calls ``net`` under resolved speed settings (:meth:`Precision.resolve`), float32 outputs."""
+
+    def __init__(self, net: torch.nn.Module, settings: dict):
+        self.net, self.settings = net, settings
+        self.fn = (torch.compile(net, mode=settings["compile_mode"], dynamic=False) if settings["compile"]
+                   else net)
+        self.whole = PRECISIONS[settings["precision"]] if settings["autocast"] == "whole" else None
+
+    def __call__(self, x: Tensor, *args, **kw):
+        if self.settings["channels_last"] and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = (torch.autocast(x.device.type, dtype=self.whole) if self.whole is not None
+               else contextlib.nullcontext())
+        with ctx:
+            return _float_out(self.fn(x, *args, **kw))
+
+
+def apply_speed(net: torch.nn.Module, speed: Precision, device) -> tuple[FastForward | None, dict]:
+    """Configure ``net`` (already on ``device``) for ``speed``; returns (forward or None, settings).
+
+    Mutates ``net``: its memory format (channels_last) and, for the ADM UNet with an explicit
+    precision, ``net.autocast_dtype``. None is returned when nothing differs from a plain call.
+    """
+    settings = speed.resolve(net, device)
+    for note in settings["notes"]:
+        log.warning("speed: %s", note)
+    if speed.precision is not None and hasattr(net, "autocast_dtype"):
+        net.autocast_dtype = PRECISIONS[settings["precision"]] if settings["autocast"] == "torso" else None
+    if settings["channels_last"]:
+        net.to(memory_format=torch.channels_last)
+    plain = not (settings["channels_last"] or settings["compile"] or settings["autocast"] == "whole")
+    return (None if plain else FastForward(net, settings)), settings
 
 
 def to_plain(obj):
@@ -117,8 +255,9 @@ def _build(model: dict, device: torch.device) -> DiffusionPrior:
             **_weights(net, model, path)}  # weights are set on CPU: random init is machine independent
     info["parameters"] = sum(p.numel() for p in net.parameters())
     net = net.to(device).eval().requires_grad_(False)
+    forward, info["speed"] = apply_speed(net, Precision.from_config(model.get("speed")), device)
     return DiffusionPrior(net=net, image_size=int(model["image_size"]), betas=_betas(model).to(device),
-                          learn_sigma=_learn_sigma(model), info=info)
+                          learn_sigma=_learn_sigma(model), info=info, forward=forward)
 
 
 def load_prior(model: Mapping, device: torch.device | str) -> DiffusionPrior:
@@ -130,6 +269,7 @@ def load_prior(model: Mapping, device: torch.device | str) -> DiffusionPrior:
         raise ValueError(f"model {model['name']!r}: kind={model['kind']!r} is not supported; allowed kinds: "
                          f"{', '.join(KINDS)}. Fix: model.kind=adm (guided-diffusion UNet)")
     _learn_sigma(model)  # fail before building anything
+    Precision.from_config(model.get("speed"))
     device = torch.device(device)
     digest = hashlib.sha256(json.dumps(model, sort_keys=True, default=str).encode()).hexdigest()[:16]
     key = (str(model["name"]), str(device), digest)
