@@ -44,3 +44,37 @@ def compose(*overrides: str):
 def run_dirs(root: Path) -> list[Path]:
     """Every run directory (one holding a manifest.json) under ``root``."""
     return sorted(p.parent for p in Path(root).rglob("manifest.json"))
+
+
+def save_random_inception(directory: Path, name: str = "random_inception.pth", seed: int = 0) -> Path:
+    """torch-fidelity's Inception-v3 architecture with random (Kaiming) conv weights, saved with
+    ``torch.save(state_dict)`` like the official weights file (566 tensors): the real FID loading path
+    without the real weights."""
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Arch(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True):  # skip the (empty) load in __init__
+            return None
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({}, directory / "empty.pth")
+    net = _Arch("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(directory / "empty.pth"))
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+    torch.save(net.state_dict(), directory / name)
+    return directory / name
+
+
+@pytest.fixture
+def isolated_prior_cache(tmp_path, monkeypatch):
+    """An empty, offline asset cache and a cleared in-process prior cache around a test."""
+    from bench.models import prior as prior_mod
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    prior_mod.clear_cache()
+    yield
+    prior_mod.clear_cache()

@@ -20,13 +20,7 @@ from bench.perf import parse_mode
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("BENCH_OFFLINE", "1")
-    prior_mod.clear_cache()
-    yield
-    prior_mod.clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_prior_cache")
 
 
 def model(name: str = "adm_tiny", **speed) -> dict:

@@ -9,6 +9,8 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import save_random_inception
+
 from bench.metrics import fid as fidmod
 from bench.metrics.fid import (
     INCEPTION_NAME, INCEPTION_SHA256, InceptionFeatures, SmallSampleWarning, feature_stats, fid_from_features,
@@ -146,23 +148,8 @@ def test_missing_weights_message(tmp_path):
 def random_inception(tmp_path_factory):
     """torch-fidelity's Inception-v3 architecture with random (variance-preserving) weights, saved with
     torch.save(state_dict) like the official file (566 tensors)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class _Arch(FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True):  # skip the (empty) load in __init__
-            return None
-
-    d = tmp_path_factory.mktemp("inception")
-    torch.save({}, d / "empty.pth")
-    net = _Arch("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(d / "empty.pth"))
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
-    state = net.state_dict()
-    assert len(state) == 566
-    path = d / INCEPTION_NAME
-    torch.save(state, path)
+    path = save_random_inception(tmp_path_factory.mktemp("inception"), INCEPTION_NAME)
+    assert len(torch.load(path, weights_only=True)) == 566
     return path
 
 

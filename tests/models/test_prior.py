@@ -18,13 +18,7 @@ from bench.models.prior import DiffusionPrior, load_prior
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("BENCH_OFFLINE", "1")
-    prior_mod.clear_cache()
-    yield
-    prior_mod.clear_cache()
+pytestmark = pytest.mark.usefixtures("isolated_prior_cache")
 
 
 @pytest.fixture

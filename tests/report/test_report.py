@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO, SHARED_DATA, compose, run_dirs
+from tests.conftest import REPO, SHARED_DATA, compose, run_dirs, save_random_inception
 
 ZERO_DCE = SHARED_DATA / "zero-dce" / "Epoch99.pth"
 LOWLIGHT = SHARED_DATA / "lowlight"
@@ -64,21 +64,7 @@ def offline(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def random_inception(tmp_path_factory):
     """torch-fidelity's Inception-v3 architecture with random weights, saved with torch.save(state_dict)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class _Arch(FeatureExtractorInceptionV3):
-        def load_state_dict(self, state_dict, strict=True):  # skip the (empty) load in __init__
-            return None
-
-    d = tmp_path_factory.mktemp("inception")
-    torch.save({}, d / "empty.pth")
-    net = _Arch("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(d / "empty.pth"))
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
-    torch.save(net.state_dict(), d / "random_inception.pth")
-    return d / "random_inception.pth"
+    return save_random_inception(tmp_path_factory.mktemp("inception"))
 
 
 def _table_rows(readme: str, section: str) -> list[list[str]]:
