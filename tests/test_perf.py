@@ -13,7 +13,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench.models import prior as prior_mod
 from bench.models.prior import Precision, load_prior
 from bench.perf import parse_mode
 

@@ -10,7 +10,6 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.diffusion import make_betas
-from bench.models import prior as prior_mod
 from bench.models.adm_unet import create_model, random_init_
 from bench.models.assets import AssetError, sha256_file
 from bench.models.prior import DiffusionPrior, load_prior
