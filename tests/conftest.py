@@ -78,3 +78,15 @@ def isolated_prior_cache(tmp_path, monkeypatch):
     prior_mod.clear_cache()
     yield
     prior_mod.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models are dominated by threading overhead (and oversubscription on shared CPUs): run a
+    module's tests with one torch thread, restoring the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

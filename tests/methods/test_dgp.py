@@ -26,13 +26,7 @@ SMALL = dict(candidates=3, iterations=[2, 1], stages=[1, 4], lr_z=0.05, lr_g=1e-
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions are dominated by threading overhead on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def task(name: str):

@@ -30,13 +30,7 @@ from tests.conftest import CONF_DIR, compose, run_cli
 SIZE = 32  # adm_tiny's image_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny UNet is dominated by threading overhead (and oversubscription on shared CPUs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
