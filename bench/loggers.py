@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import RunStore
+from bench.results import RunStore, timing_summary
 
 
 def run_summary(store: RunStore) -> dict:
@@ -24,12 +24,8 @@ def run_summary(store: RunStore) -> dict:
             out[col] = float(vals.mean())
     timings = store.timings()
     if timings:
-        imgs = sum(t["timed_images"] for t in timings)
-        secs = sum(t["restore_seconds"] for t in timings)
-        out["images_per_s"] = imgs / secs if secs > 0 else float("inf")
-        out["nfe_per_image"] = timings[-1]["nfe_per_image"]
-        out["peak_memory_mb"] = max(t["peak_memory_mb"] for t in timings)
-        out["device_name"] = timings[-1]["device_name"]
+        pooled = timing_summary(timings)  # the same pooling the report uses
+        out.update({k: pooled[k] for k in ("images_per_s", "nfe_per_image", "peak_memory_mb", "device_name")})
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench.results import read_json
+from bench.results import read_json, timing_summary
 
 #: per-image metrics stored in rows/*.json by the run, and computed per image at report time
 ROW_METRICS = ("psnr", "ssim")
@@ -152,24 +152,6 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = CI_LE
     a = (1 - level) / 2
     lo, hi = np.quantile(means, [a, 1 - a])
     return mean, float(lo), float(hi)
-
-
-def timing_summary(timings: list[dict]) -> dict:
-    """Images-weighted throughput and NFE over the run's timing files (shards and resumes add files)."""
-    if not timings:
-        return {"images_per_s": math.nan, "nfe_per_image": math.nan, "peak_memory_mb": math.nan,
-                "memory_kind": "", "device_name": "", "batch_size": "", "timed_images": 0,
-                "restore_seconds": math.nan}
-    imgs = sum(int(t.get("timed_images", 0)) for t in timings)
-    secs = sum(float(t.get("restore_seconds", 0.0)) for t in timings)
-    n_all = sum(int(t.get("images", 0)) for t in timings)
-    nfe = (sum(float(t.get("nfe_per_image", 0.0)) * int(t.get("images", 0)) for t in timings) / n_all
-           if n_all else math.nan)
-    uniq = lambda key: " / ".join(sorted({str(t.get(key, "")) for t in timings}))  # noqa: E731
-    return {"images_per_s": imgs / secs if secs > 0 else math.inf, "nfe_per_image": nfe,
-            "peak_memory_mb": max(float(t.get("peak_memory_mb", math.nan)) for t in timings),
-            "memory_kind": uniq("memory_kind"), "device_name": uniq("device_name"),
-            "batch_size": uniq("batch_size"), "timed_images": imgs, "restore_seconds": secs}
 
 
 def _row_values(run: Run, metric: str) -> list[float]:
