@@ -62,12 +62,15 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB -> MiB (process RSS)
 
 
+def _shape(item: Item) -> tuple[int, ...]:
+    return tuple((item.image if item.image is not None else item.low).shape)
+
+
 def _groups(items: list[Item]) -> list[list[Item]]:
     """Split a batch into runs of equal image shape (native-size datasets mix shapes)."""
     out: list[list[Item]] = []
     for it in items:
-        shape = tuple((it.image if it.image is not None else it.low).shape)
-        if out and tuple((out[-1][0].image if out[-1][0].image is not None else out[-1][0].low).shape) == shape:
+        if out and _shape(out[-1][0]) == _shape(it):
             out[-1].append(it)
         else:
             out.append([it])
