@@ -86,6 +86,7 @@ class LDMTrainConfig:
     ckpt_every: int = 100
     resume: bool = True
     max_minutes: float | None = None
+    vq_max_minutes: float | None = None  # stage 1 ends after this long even before vq_steps (GPU budgets)
     priors_dir: str = "bench/priors"
     progress: bool = True
     num_threads: int | None = None  # torch CPU threads, applied by the CLI (python -m bench.train)
@@ -133,15 +134,20 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
     images, data_sha = load_images(cfg.data_root, cfg.data_limit)
     vq, unet = build_parts(cfg)
     vq, unet = vq.to(device), unet.to(device)
+    cuda = device.type == "cuda"
+    fused = {"fused": True} if cuda else {}
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        images = images.to(device)  # crops are gathered on the GPU
     ema = EMA(unet, cfg.ema_decay)
-    vq_opt = torch.optim.AdamW(vq.parameters(), lr=cfg.vq_lr, weight_decay=0.0)
-    unet_opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
+    vq_opt = torch.optim.AdamW(vq.parameters(), lr=cfg.vq_lr, weight_decay=0.0, **fused)
+    unet_opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0, **fused)
     betas = make_betas(S["beta_schedule"], S["num_train_timesteps"], S["beta_start"], S["beta_end"])
     abar, T = alphas_cumprod(betas.float()).to(device), betas.numel()
     identity = json.loads(json.dumps({"kind": "ldm_sr", "vq": cfg.vq, "unet": cfg.unet, "data_sha256": data_sha,
                                       "seed": cfg.seed, "batch_size": cfg.batch_size, "crop": cfg.crop}))
     ckpt = repo_path(cfg.ckpt_dir or f"results/train/{cfg.name}") / "last.pt"
-    st = {"vq_step": 0, "unet_step": 0, "vq_losses": [], "unet_losses": [], "wall_s": 0.0}
+    st = {"vq_step": 0, "unet_step": 0, "vq_losses": [], "unet_losses": [], "wall_s": 0.0, "vq_done": False}
     state = load_checkpoint(ckpt, identity) if cfg.resume else None
     if state is not None:
         vq.load_state_dict(state["vq"])
@@ -149,48 +155,45 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
         ema.load_state_dict(state["ema"])
         vq_opt.load_state_dict(state["vq_opt"])
         unet_opt.load_state_dict(state["unet_opt"])
-        st = {k: state[k] for k in st}
+        st = {k: state.get(k, st[k]) for k in st}
         log.info("resuming %s from %s (stage 1 step %d, stage 2 step %d)", cfg.name, ckpt, st["vq_step"],
                  st["unet_step"])
     t_start, wall_prev = time.perf_counter(), float(st["wall_s"])
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
-    use_bf16 = device.type == "cuda"
-
     def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
     def optimise(loss, params, opt, lr, s):
         warmup_lr(opt, lr, cfg.warmup, s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
         opt.step()
 
-    def vq_step(s: int) -> float:
+    def vq_step(s: int) -> torch.Tensor:
         x = random_crops(images, cfg.batch_size, cfg.crop, step_generator(cfg.seed, s, stream=1)).to(device)
         vq.train()
         with autocast():
             loss = vq_loss(vq, x, cfg)
         optimise(loss, vq.parameters(), vq_opt, cfg.vq_lr, s)
-        st["vq_losses"].append(loss.item())
-        return st["vq_losses"][-1]
+        return loss.detach()
 
-    def unet_step(s: int) -> float:
+    def unet_step(s: int) -> torch.Tensor:
         g = step_generator(cfg.seed, s, stream=2)
         x = random_crops(images, cfg.batch_size, cfg.crop, g).to(device)
         t = torch.randint(0, T, (cfg.batch_size,), generator=g).to(device)
         with torch.no_grad(), autocast():
             z0 = vq.encode(x).latents.float()
-        eps = torch.randn(z0.shape, generator=g).to(device)
+        eps = torch.randn(z0.shape, generator=step_generator(cfg.seed, s, stream=5, device=device) if cuda else g,
+                          device=device)
         c = F.avg_pool2d(x, cfg.factor)
         unet.train()
         with autocast():
             loss = ldm_loss(unet, z0, c, t, eps, abar)
         optimise(loss, unet.parameters(), unet_opt, cfg.unet_lr, s)
         ema.update(unet)
-        st["unet_losses"].append(loss.item())
-        return st["unet_losses"][-1]
+        return loss.detach()
 
     def save(key: str):
         def _save(s: int) -> None:
@@ -204,13 +207,21 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
         return None if deadline is None else max(0.0, (deadline - time.perf_counter()) / 60)
 
     common = dict(ckpt_every=cfg.ckpt_every, progress=cfg.progress)
-    train_loop(vq_step, st["vq_step"], cfg.vq_steps, save=save("vq_step"), max_minutes=minutes_left(),
-               desc=f"{cfg.name} stage 1 (VQ)", **common)
-    if st["vq_step"] < cfg.vq_steps:
+    if not st["vq_done"]:
+        # stage 1 ends at vq_steps or after vq_max_minutes (then stage 2 starts from that VQ model)
+        budget = [m for m in (minutes_left(), cfg.vq_max_minutes) if m is not None]
+        train_loop(vq_step, st["vq_step"], cfg.vq_steps, losses=st["vq_losses"], save=save("vq_step"),
+                   max_minutes=min(budget) if budget else None, desc=f"{cfg.name} stage 1 (VQ)", **common)
+        out_of_time = deadline is not None and time.perf_counter() >= deadline  # the overall budget, not stage 1's
+        if st["vq_step"] >= cfg.vq_steps or (cfg.vq_max_minutes is not None and not out_of_time):
+            st["vq_done"] = True
+            save("vq_step")(st["vq_step"])
+    if not st["vq_done"]:
         raise TimeoutError(f"{cfg.name}: max_minutes ran out in stage 1 at step {st['vq_step']} of {cfg.vq_steps}; "
                            f"rerun the same command to resume from {ckpt}")
     vq.eval().requires_grad_(False)
-    train_loop(unet_step, st["unet_step"], cfg.unet_steps, save=save("unet_step"), max_minutes=minutes_left(),
+    train_loop(unet_step, st["unet_step"], cfg.unet_steps, losses=st["unet_losses"], save=save("unet_step"),
+               max_minutes=minutes_left(),
                desc=f"{cfg.name} stage 2 (LDM)", **common)
     wall = wall_prev + time.perf_counter() - t_start
     with torch.no_grad():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.train import ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm
+from bench.train import ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm, train_loop
 from tests.conftest import REPO
 
 TINY_ARCH = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
@@ -25,6 +25,37 @@ def images(tmp_path_factory):
         arr = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (a * xx + b * yy) + i) for a, b in f], -1)
         Image.fromarray((arr * 255).astype(np.uint8)).save(root / f"img{i}.png")
     return root
+
+
+def test_random_crops_match_a_per_crop_loop():
+    """The one-gather crop (used on the GPU) equals slicing each crop and flipping it, draw for draw."""
+    imgs = torch.randint(0, 256, (5, 3, 11, 13), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    g1, g2 = step_generator(3, 7), step_generator(3, 7)
+    got = random_crops(imgs, 64, 6, g1)
+    idx, top, left = (torch.randint(0, 5, (64,), generator=g2), torch.randint(0, 6, (64,), generator=g2),
+                      torch.randint(0, 8, (64,), generator=g2))
+    flip = torch.rand(64, generator=g2) < 0.5
+    ref = torch.stack([imgs[i, :, a:a + 6, b:b + 6] for i, a, b in zip(idx, top, left)]).float()
+    ref[flip] = ref[flip].flip(-1)
+    assert 0 < int(flip.sum()) < 64  # both branches are exercised
+    torch.testing.assert_close(got, ref / 127.5 - 1.0, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="larger than the training images"):
+        random_crops(imgs, 2, 12, g1)
+
+
+def test_train_loop_reads_losses_in_chunks_and_never_saves_a_diverged_state():
+    losses, saved = [], []
+    values = [1.0, 0.5, 0.25, 0.125, 0.0625]
+    step = train_loop(lambda s: torch.tensor(values[s]), 0, 5, losses=losses, save=saved.append, ckpt_every=2,
+                      max_minutes=None, progress=False, desc="t", sync_every=3)
+    assert step == 5 and losses == values and saved == [2, 4, 5]  # checkpoints see every loss so far
+
+    losses, saved = [], []
+    bad = [1.0, 2.0, float("nan"), 3.0]
+    with pytest.raises(FloatingPointError, match="nan at step 2"):
+        train_loop(lambda s: torch.tensor(bad[s]), 0, 4, losses=losses, save=saved.append, ckpt_every=3,
+                   max_minutes=None, progress=False, desc="t", sync_every=10)
+    assert saved == []  # the NaN was found at the flush before the step-3 checkpoint
 
 
 def adm_cfg(tmp_path, images, **kw) -> ADMTrainConfig:
@@ -125,7 +156,12 @@ def test_ldm_sr_trains_resumes_and_loads_with_diffusers(tmp_path, images):
     assert (state["vq_step"], state["unet_step"]) == (2, 2) and len(state["unet_losses"]) == 2
     assert np.isfinite(info["final_vq_loss"]) and np.isfinite(info["final_unet_loss"])
 
+    # a stage-1 time budget ends stage 1 early and stage 2 still runs and exports
+    info = cfg(ckpt_dir=str(tmp_path / "ckpt_budget"), vq_steps=1000, vq_max_minutes=1e-6, unet_steps=1).train()
+    assert info["vq_steps"] == 1 and info["unet_steps"] == 1
+
     out = tmp_path / "priors" / "ldm_sr_tiny"
+    cfg().train()  # re-export the first run's model (already finished: resumes at the end)
     ldm = load_ldm_sr(None, str(out), "cpu")
     assert ldm.scale_factor == 4
     torch.testing.assert_close(ldm.unet.conv_in.weight, state["ema"]["model"]["conv_in.weight"], rtol=1e-3, atol=1e-3)
