@@ -37,7 +37,10 @@ from torch import Tensor
 
 from bench import seeding
 from bench.methods.base import Method
-from bench.models.ldm import HUB_ID, LDMSR, load_ldm_sr, tiny_ldm_sr
+from bench.models.ldm import EMBEDDED_DIR, HUB_ID, LDMSR, load_ldm_sr, tiny_ldm_sr
+
+#: ``method.ldm.source`` names that are not hub ids
+LOCAL_SOURCES = ("embedded", "tiny")
 from bench.tasks import Degradation
 
 LDM_KEYS = ("source", "local_dir", "seed")
@@ -72,7 +75,7 @@ def sample_ldm_sr(unet, vqvae, scheduler, lr: Tensor, generators: list[torch.Gen
 
 
 def check_ldm_config(ldm: dict) -> dict:
-    """Validate the ``method.ldm`` mapping: keys ``source`` (tiny | hub id), ``local_dir``, ``seed``."""
+    """Validate the ``method.ldm`` mapping: keys ``source`` (embedded | tiny | hub id), ``local_dir``, ``seed``."""
     ldm = dict(ldm or {})
     unknown = sorted(set(ldm) - set(LDM_KEYS))
     if unknown:
@@ -82,10 +85,10 @@ def check_ldm_config(ldm: dict) -> dict:
     source = ldm.get("source") or None
     local_dir = ldm.get("local_dir") or None
     if source is None and local_dir is None:
-        raise ValueError(f"method.ldm needs source (tiny | {HUB_ID}) or local_dir=/path/to/diffusers-dir")
-    if source is not None and source != "tiny" and "/" not in str(source):
-        close = difflib.get_close_matches(str(source), ["tiny", HUB_ID], 1, cutoff=0.5)
-        raise ValueError(f"method.ldm.source={source!r} is neither 'tiny' nor a hub id 'owner/name'"
+        raise ValueError(f"method.ldm needs source (embedded | tiny | {HUB_ID}) or local_dir=/path/to/diffusers-dir")
+    if source is not None and source not in LOCAL_SOURCES and "/" not in str(source):
+        close = difflib.get_close_matches(str(source), [*LOCAL_SOURCES, HUB_ID], 1, cutoff=0.5)
+        raise ValueError(f"method.ldm.source={source!r} is neither 'embedded', 'tiny' nor a hub id 'owner/name'"
                          + (f"; did you mean {close[0]!r}?" if close else f"; e.g. {HUB_ID}"))
     return {"source": source, "local_dir": local_dir, "seed": int(ldm.get("seed") or 0)}
 
@@ -110,7 +113,10 @@ class SRLDM(Method):
         super().setup(device)
         cfg = self.ldm_cfg
         if self.ldm is None:
-            if cfg["local_dir"] or cfg["source"] != "tiny":
+            if cfg["local_dir"] is None and cfg["source"] == "embedded":  # the shipped GPU-trained model
+                self.ldm = load_ldm_sr(None, str(EMBEDDED_DIR), device)
+                self.ldm.origin = f"embedded:{self.ldm.origin}"
+            elif cfg["local_dir"] or cfg["source"] != "tiny":
                 self.ldm = load_ldm_sr(cfg["source"], cfg["local_dir"], device)
             else:
                 self.ldm = tiny_ldm_sr(cfg["seed"], device)

@@ -39,6 +39,8 @@ import torch
 from bench.models.assets import AssetError, _is_offline
 
 HUB_ID = "CompVis/ldm-super-resolution-4x-openimages"
+#: the small LDM-SR model the package ships (``method.ldm.source=embedded``; card bench/priors/ldm_sr_tiny.md)
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "priors" / "ldm_sr_tiny"
 SUBFOLDERS = ("unet", "vqvae", "scheduler")
 
 #: the hub scheduler config (A5), as DDIMScheduler keyword arguments
@@ -132,11 +134,11 @@ def load_ldm_sr(source: str | None, local_dir: str | None, device, *, cache_dir:
                 f"method.ldm.local_dir={local_dir}: missing subfolder(s) {missing}; a diffusers-format "
                 f"directory needs {list(SUBFOLDERS)} (as written by save_pretrained or "
                 f"`hf download {HUB_ID} --local-dir {local_dir}`).")
-        where, kw, origin = str(root), {}, f"local:{root.resolve()}"
+        where, kw, origin = str(root), {"low_cpu_mem_usage": False}, f"local:{root.resolve()}"
     elif source:
         offline = _is_offline(None)
         where = source
-        kw = {"cache_dir": cache_dir or _hf_cache_dir(), "local_files_only": offline}
+        kw = {"cache_dir": cache_dir or _hf_cache_dir(), "local_files_only": offline, "low_cpu_mem_usage": False}
         origin = f"hub:{source}"
     else:
         raise AssetError(f"no LDM source: set method.ldm.source={HUB_ID} (or tiny) or "
