@@ -58,6 +58,22 @@ def test_bicubic_sr4_writes_everything_and_rerun_rewrites_nothing(tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
+def test_metrics_computed_on_the_gpu_equal_the_cpu_definition(tmp_path):
+    """On CUDA the runner computes PSNR/SSIM on the device (bench/runner.py); the stored values must equal
+    psnr_ssim on the saved PNGs recomputed on the CPU."""
+    run_from_config(compose("method=bicubic", "task=sr4", "dataset.limit=3", f"run.results_root={tmp_path}",
+                            "run.progress=false", "run.device=cuda"))
+    (run,) = run_dirs(tmp_path)
+    df = pd.read_parquet(run / "per_image.parquet")
+    ref_dir = next((tmp_path / "sample" / "_reference").iterdir())
+    for _, row in df.iterrows():
+        psnr, ssim = psnr_ssim(read_png_u8(run / "images" / f"{row['id']}.png")[None],
+                               read_png_u8(ref_dir / f"{row['id']}.png")[None])
+        assert psnr.item() == pytest.approx(row["psnr"], abs=1e-9)
+        assert ssim.item() == pytest.approx(row["ssim"], abs=1e-9)
+
+
 def test_resume_adds_only_missing_images(tmp_path):
     run_from_config(compose("method=bicubic", "task=denoise", "dataset.limit=2", f"run.results_root={tmp_path}", "run.progress=false"))
     (run,) = run_dirs(tmp_path)
