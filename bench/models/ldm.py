@@ -17,9 +17,11 @@ Sources (:func:`load_ldm_sr`):
   (``$HF_HUB_CACHE`` or ``$HF_HOME/hub``); with ``HF_HUB_OFFLINE=1`` / ``BENCH_OFFLINE=1`` only the cache
   is read (``local_files_only=True``) and a missing model is an :class:`AssetError` that says the fix.
 
+* ``method.ldm.source=embedded`` (the CLI default): :data:`EMBEDDED_DIR`, the small model this project
+  trained on an H100 and ships (card ``bench/priors/ldm_sr_tiny.md``; weak but meaningful).
+
 :func:`tiny_ldm_sr` builds tiny randomly initialised parts with the same interfaces and the hub's
-scheduler config: for tests and for the offline CLI default (``method.ldm.source=tiny``). Its outputs
-are NOT meaningful restorations.
+scheduler config, for tests (``method.ldm.source=tiny``). Its outputs are NOT meaningful restorations.
 
 Facts (reference-implementations.md A5; CompVis ``models/ldm/bsr_sr/config.yaml``): ``linear_start 0.0015,
 linear_end 0.0155, timesteps 1000``; CompVis' "linear" schedule is linspace of sqrt(beta), squared, which
@@ -114,7 +116,7 @@ def _fix_text(source: str) -> str:
             f"copy it here, and pass method.ldm.local_dir=/path/ldm-sr\n"
             f"  - fill the hub cache (HF_HOME / HF_HUB_CACHE) with {source} and keep HF_HUB_OFFLINE=1\n"
             f"  - unset HF_HUB_OFFLINE / BENCH_OFFLINE to let it download\n"
-            f"  - method.ldm.source=tiny for a random tiny model (runs offline, NOT meaningful)")
+            f"  - method.ldm.source=embedded for the small shipped model (offline, weak), or tiny (random)")
 
 
 def load_ldm_sr(source: str | None, local_dir: str | None, device, *, cache_dir: str | None = None) -> LDMSR:
