@@ -114,8 +114,8 @@ def warm_up_writer() -> None:
     """Run the writer's code paths (torchmetrics PSNR/SSIM, PNG encoding) once on a tiny image in the
     main thread before sampling starts. Their first use imports several heavy modules (torchmetrics,
     scipy, PIL plugins); done lazily on the writer thread it held the GIL while the second batch, the
-    first TIMED one, was launching kernels (measured on an H100: a 2-batch run reported 0.3 img/s for a
-    sampler that runs at 8.5 img/s), so short runs under-reported throughput."""
+    first TIMED one, was launching kernels (measured on an H100: DDRM deblur_gauss on the 8 sample photos
+    reported 0.34 img/s, 12.9 with this warm-up), so short runs under-reported throughput."""
     import io
 
     from PIL import Image
@@ -212,7 +212,7 @@ def _restore_group(group, degradations, method, store, device, opts, timer, batc
         )
     metrics = None
     if device.type == "cuda" and x is not None:
-        # on a GPU the metrics take milliseconds there, while on the writer thread's CPU they cost ~150 ms
+        # on a GPU the metrics take milliseconds there, while on the writer thread's CPU they cost ~125 ms
         # per 256-px image (float64 SSIM): measured on an H100, that is slower than compiled DDRM sampling
         t0 = time.perf_counter()
         metrics = tuple(v.tolist() for v in psnr_ssim(to_uint8(out), to_uint8(x)))

@@ -38,12 +38,11 @@ from torch import Tensor
 from bench import seeding
 from bench.methods.base import Method
 from bench.models.ldm import EMBEDDED_DIR, HUB_ID, LDMSR, load_ldm_sr, tiny_ldm_sr
-
-#: ``method.ldm.source`` names that are not hub ids
-LOCAL_SOURCES = ("embedded", "tiny")
 from bench.tasks import Degradation
 
 LDM_KEYS = ("source", "local_dir", "seed")
+#: ``method.ldm.source`` names that are not hub ids
+LOCAL_SOURCES = ("embedded", "tiny")
 
 
 @torch.no_grad()

@@ -143,7 +143,7 @@ def load_ldm_sr(source: str | None, local_dir: str | None, device, *, cache_dir:
         kw = {"cache_dir": cache_dir or _hf_cache_dir(), "local_files_only": offline, "low_cpu_mem_usage": False}
         origin = f"hub:{source}"
     else:
-        raise AssetError(f"no LDM source: set method.ldm.source={HUB_ID} (or tiny) or "
+        raise AssetError(f"no LDM source: set method.ldm.source={HUB_ID} (or embedded | tiny) or "
                          f"method.ldm.local_dir=/path/to/diffusers-dir")
     try:
         unet = UNet2DModel.from_pretrained(where, subfolder="unet", **kw)
