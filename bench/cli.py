@@ -137,7 +137,7 @@ def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
         "dataset": {"name": c["dataset"]["name"], "manifest_sha256": dman["sha256"], "count": dman["count"],
                     "image_size": dataset.image_size, "preprocessing": "guided-diffusion center_crop_arr, 8-bit"},
         "task": task.describe(),
-        "method": method.describe(),
+        "method": {**method.describe(), "backprop_through_prior": bool(method.backprop_through_prior)},
         "metrics": {"pixel": METRIC_VERSION},
     }
 

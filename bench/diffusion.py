@@ -24,6 +24,9 @@ import torch
 from torch import Tensor
 
 SCHEDULES = ("linear", "scaled_linear", "quad")
+#: reverse-process variance rules (guided-diffusion ``ModelVarType``; diffusers ``variance_type``):
+#: interpolation learned by the net, the posterior variance beta~_t ("small"), or beta_t ("large")
+VARIANCES = ("learned_range", "fixed_small", "fixed_large")
 
 
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:

@@ -27,6 +27,8 @@ class Method:
     requires_linear = False
     #: sampling steps (None for non-iterative methods)
     steps: int | None = None
+    #: whether restore() back-propagates through the prior network (memory ~2-3x plain sampling)
+    backprop_through_prior = False
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")

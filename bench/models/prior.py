@@ -6,7 +6,8 @@
     kind: adm                 # architecture family (only "adm": guided-diffusion UNet)
     image_size: 32            # the resolution the prior was trained at
     arch: {...}               # bench.models.adm_unet.create_model flags
-    diffusion: {steps: 1000, schedule: linear, beta_start?: 1e-4, beta_end?: 0.02, learn_sigma: true}
+    diffusion: {steps: 1000, schedule: linear, beta_start?: 1e-4, beta_end?: 0.02, learn_sigma: true,
+                variance?: learned_range | fixed_small | fixed_large}
     asset: null | {name, url, sha256, path}   # null: random weights from init_seed (NOT meaningful)
     init_seed: 0
     speed: {precision: fp32|bf16|fp16, channels_last: false, compile: false}   # optional, see below
@@ -55,7 +56,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor
 
-from bench.diffusion import make_betas, split_model_output
+from bench.diffusion import VARIANCES, make_betas, split_model_output
 from bench.models.adm_unet import create_model, random_init_
 from bench.models.assets import AssetError, asset_from_config, fetch, fetched_assets, load_state_dict
 
@@ -76,6 +77,11 @@ class DiffusionPrior:
     betas: Tensor  # float64 (T,), on the net's device
     learn_sigma: bool
     info: dict = field(default_factory=dict)
+    #: the reverse-process variance rule of the prior's own pipeline (:data:`bench.diffusion.VARIANCES`):
+    #: "learned_range" for learned-sigma nets, else the model config's ``diffusion.variance`` (default
+    #: "fixed_large", guided-diffusion's default for ``learn_sigma=False``; diffusers schedulers carry it
+    #: as ``variance_type``). Ancestral samplers (GDP, DPS) read it; DDIM-style ones ignore it.
+    variance: str = "learned_range"
     #: the network call under the speed settings (:class:`FastForward`); None = plain ``net`` (fp32 eager)
     forward: Callable | None = None
 
@@ -228,6 +234,20 @@ def _learn_sigma(model: dict) -> bool:
     return arch_flag
 
 
+def _variance(model: dict) -> str:
+    """The variance rule (see :attr:`DiffusionPrior.variance`); learned-sigma nets must say learned_range."""
+    learned = _learn_sigma(model)
+    var = model["diffusion"].get("variance") or ("learned_range" if learned else "fixed_large")
+    if var not in VARIANCES:
+        raise ValueError(f"model {model['name']!r}: diffusion.variance={var!r} is not one of {VARIANCES}. "
+                         "Fix: model.diffusion.variance=fixed_large (guided-diffusion's default without "
+                         "learned sigma) or fixed_small")
+    if learned != (var == "learned_range"):
+        raise ValueError(f"model {model['name']!r}: diffusion.variance={var!r} but learn_sigma={learned}; "
+                         "learned_range goes with learn_sigma=true only")
+    return var
+
+
 def _weights(net: torch.nn.Module, model: dict, path) -> dict:
     """Load the fetched checkpoint ``path`` into ``net`` (strict) or, with no asset, random-initialise it;
     returns provenance."""
@@ -256,8 +276,10 @@ def _build(model: dict, device: torch.device) -> DiffusionPrior:
     info["parameters"] = sum(p.numel() for p in net.parameters())
     net = net.to(device).eval().requires_grad_(False)
     forward, info["speed"] = apply_speed(net, Precision.from_config(model.get("speed")), device)
+    info["variance"] = _variance(model)
     return DiffusionPrior(net=net, image_size=int(model["image_size"]), betas=_betas(model).to(device),
-                          learn_sigma=_learn_sigma(model), info=info, forward=forward)
+                          learn_sigma=_learn_sigma(model), info=info, forward=forward,
+                          variance=info["variance"])
 
 
 def load_prior(model: Mapping, device: torch.device | str) -> DiffusionPrior:
@@ -268,7 +290,7 @@ def load_prior(model: Mapping, device: torch.device | str) -> DiffusionPrior:
     if model["kind"] not in KINDS:
         raise ValueError(f"model {model['name']!r}: kind={model['kind']!r} is not supported; allowed kinds: "
                          f"{', '.join(KINDS)}. Fix: model.kind=adm (guided-diffusion UNet)")
-    _learn_sigma(model)  # fail before building anything
+    _variance(model)  # fail before building anything
     Precision.from_config(model.get("speed"))
     device = torch.device(device)
     digest = hashlib.sha256(json.dumps(model, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -110,3 +110,18 @@ def test_imagenet_config_names_its_checkpoint():
     model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "adm_imagenet256.yaml"))
     with pytest.raises(AssetError, match="256x256_diffusion_uncond.pt"):
         load_prior(model, "cpu")
+
+
+def test_variance_rule_follows_the_config(tiny):
+    assert load_prior(tiny, "cpu").variance == "learned_range"
+    fixed = copy.deepcopy(tiny)
+    fixed["arch"]["learn_sigma"] = fixed["diffusion"]["learn_sigma"] = False
+    fixed["diffusion"].pop("variance")
+    p = load_prior(fixed, "cpu")  # guided-diffusion's default without learned sigma
+    assert p.variance == "fixed_large" and p.info["variance"] == "fixed_large"
+    fixed["diffusion"]["variance"] = "fixed_small"
+    assert load_prior(fixed, "cpu").variance == "fixed_small"
+    for bad in ("learned_range", "large"):
+        fixed["diffusion"]["variance"] = bad
+        with pytest.raises(ValueError, match="diffusion.variance"):
+            load_prior(fixed, "cpu")
