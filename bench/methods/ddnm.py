@@ -145,6 +145,8 @@ class DDNM(PriorMethod):
     def __init__(self, model: dict, steps: int = 100, eta: float = 0.85, travel_length: int = 1,
                  travel_repeat: int = 1, plus: bool = False, official_noise_basis: bool = False):
         super().__init__(model)
+        if plus:
+            self.name = "ddnm_plus"
         self.steps = check_steps(self.name, steps, fix="steps=100 (official T_sampling)")
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0.85 (official)")
         self.travel_length = check_steps(self.name, travel_length, fix="method.travel_length=1 (no travel)")
