@@ -163,10 +163,11 @@ class DDNM(PriorMethod):
         self.abar_padded: Tensor | None = None
 
     def unsupported_reason(self, task: Task) -> str | None:
-        if not self.plus and task.sigma > 0:
-            return (f"ddnm is the noise-free DDNM and task {task.name!r} has sigma={task.sigma}; "
-                    "use method=ddnm_plus (official main.py switches to DDNM+ when sigma_y > 0)")
-        return super().unsupported_reason(task)
+        reason = super().unsupported_reason(task)
+        if reason is None and not self.plus and task.sigma > 0:
+            reason = (f"ddnm is the noise-free DDNM and task {task.name!r} has sigma={task.sigma}; "
+                      "use method=ddnm_plus (official main.py switches to DDNM+ when sigma_y > 0)")
+        return reason
 
     def _prepared(self) -> None:
         # official DDNM: betas cast to float32 before the cumprod (guided_diffusion/diffusion.py)

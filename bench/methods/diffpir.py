@@ -144,10 +144,11 @@ class DiffPIR(PriorMethod):
                 self.steps if self.steps is not None else steps)
 
     def unsupported_reason(self, task: Task) -> str | None:
-        if self.params(task.name) is None:
-            return (f"diffpir has no default lambda/zeta/steps for task {task.name!r} (defaults for "
-                    f"{sorted(OFFICIAL)}); pass them, e.g. method.lambda_=7 method.zeta=0.3 steps=100")
-        return super().unsupported_reason(task)
+        reason = super().unsupported_reason(task)
+        if reason is None and self.params(task.name) is None:
+            reason = (f"diffpir has no default lambda/zeta/steps for task {task.name!r} (defaults for "
+                      f"{sorted(OFFICIAL)}); pass them, e.g. method.lambda_=7 method.zeta=0.3 steps=100")
+        return reason
 
     def _prepared(self) -> None:
         # official: betas in float32 (np.linspace(..., dtype=float32)) and a float32 cumprod

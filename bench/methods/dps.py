@@ -127,10 +127,11 @@ class DPS(PriorMethod):
         self.last_scale: float | None = None
 
     def unsupported_reason(self, task: Task) -> str | None:
-        if self.scale is None and per_task(SCALES, task.name) is None:
-            return (f"dps has no default scale for task {task.name!r} (defaults for {sorted(SCALES)}); "
-                    "pass one, e.g. method.scale=0.3")
-        return super().unsupported_reason(task)
+        reason = super().unsupported_reason(task)
+        if reason is None and self.scale is None and per_task(SCALES, task.name) is None:
+            reason = (f"dps has no default scale for task {task.name!r} (defaults for {sorted(SCALES)}); "
+                      "pass one, e.g. method.scale=0.3")
+        return reason
 
     def _prepared(self) -> None:
         self.sched = respaced_schedule(self.prior.betas, self.steps, self.device)

@@ -54,7 +54,7 @@ from bench.operators import Inpainting
 from bench.tasks import Degradation
 
 
-def guidance_vector(operator, x0bar: Tensor, u: Tensor, s: Tensor, observed: Tensor, s_safe: Tensor,
+def guidance_vector(x0bar: Tensor, u: Tensor, s: Tensor, observed: Tensor, s_safe: Tensor,
                     r2: Tensor | float, sigma_y: float) -> Tensor:
     """h in spectral coordinates (B, N): factor_i * (U^T (y - A x0^))_i, factor = 1/s_i (sigma_y = 0) or
     r^2 s_i / (r^2 s_i^2 + sigma_y^2); 0 on unobserved coordinates."""
@@ -91,7 +91,7 @@ def pigdm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Te
             eps = eps_fn(x, t)
             x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
             x0bar = operator.Vt(x0.detach().reshape(B, -1))
-            h = operator.V(guidance_vector(operator, x0bar, u, s, observed, s_safe, 1 - a_t, sigma_y))
+            h = operator.V(guidance_vector(x0bar, u, s, observed, s_safe, 1 - a_t, sigma_y))
             g = torch.autograd.grad((h * x0.reshape(B, -1)).sum(), x)[0]  # the VJP J^T h
         x0, eps = x0.detach(), eps.detach()
         with torch.no_grad():

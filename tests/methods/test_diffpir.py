@@ -95,4 +95,5 @@ def test_embedded_prior_restores_better_than_the_input(task_name):
     """Embedded prior, 2 sample photos, 20 NFE. Measured (PSNR dB, input -> output): see the test log."""
     degraded, restored, m = embedded_restoration("diffpir", task_name, steps=20)
     assert m.last_nfe == 20
+    print(f"\n  {m.name} {task_name}: input {degraded:.2f} dB -> {restored:.2f} dB")
     assert restored >= degraded + 1.0, (degraded, restored)
