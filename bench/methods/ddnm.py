@@ -46,6 +46,9 @@ Deliberate differences from the official code:
    official's pinv, which maps them to 0); all randomness comes from the per-image generators; the loop
    stays on the device (official moves every x_t and x0|t to the CPU and back).
 
+Measured (embedded 64-px prior, 2 sample photos, 20 steps, PSNR dB input -> output): deblur_gauss 22.93 ->
+37.41 (ddnm = ddnm_plus), denoise (ddnm_plus) 26.19 -> 29.75 (tests/methods/test_ddnm.py).
+
 Cost: NFE = steps (x travel), no backprop: the same network cost as DDRM at equal NFE.
 """
 

@@ -42,7 +42,8 @@ the output was taken, so it has no effect; it is not reproduced.
 Other deliberate differences: the SR/deblur data term uses the task's operator (zero/reflect boundaries,
 DDRM's block average) instead of upstream's circular-FFT stand-in (whose SR kernel is not the operator that
 made y); all noise comes from the per-image generators; official draws (and wastes) a p_sample noise per
-step. Cost: NFE = N (no backprop) plus one V / V^T pair per step.
+step. Cost: NFE = N (no backprop) plus one V / V^T pair per step. Measured (embedded 64-px prior, 2 sample
+photos, 20 NFE, PSNR dB input -> output): deblur_gauss 22.93 -> 35.55, denoise 26.19 -> 28.93.
 """
 
 from __future__ import annotations

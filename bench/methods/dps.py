@@ -31,6 +31,12 @@ whatever the image size, spread over N values, so its per-pixel effect scales li
 factor keeps the official per-pixel step at any size. At K = T = 1000 and 256 px, zeta_eff = zeta exactly.
 ``rescale: false`` uses zeta as is. The normalised step does not shrink as r -> 0: a large zeta_eff makes
 x0^ oscillate around the data fit with amplitude ~ zeta_eff per step, so few steps stay coarse.
+``method.variance`` overrides the prior's variance rule. Measured with the embedded 64-px prior (whose rule
+is fixed_large) on deblur_gauss, 2 sample photos (input 22.93 dB): the rescaled official scale gives 15.0 /
+17.2 / 18.7 dB at 20 / 50 / 100 steps, 20.2 / 19.5 / 20.0 with ``variance=fixed_small`` (few respaced
+fixed_large steps inject too much noise), and 24.6 at 20 steps with fixed_small and ``scale=10,
+rescale=false``: for this weak prior the transferred official scale under-guides by ~3x. 1000-step runs
+were not affordable on the shared CPU, so the official setting itself is not measured here.
 
 Deliberate differences: norms are per image (``batch_coupled_norm=true`` reproduces the official
 Frobenius norm of the whole batch tensor, which couples the images when B > 1; official runs B = 1);

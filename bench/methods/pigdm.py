@@ -37,6 +37,9 @@ Deliberate differences:
 2. Inner products and gradients are per image (a sum over the batch of per-image terms, as NVIDIA's
    ``.sum()``, so no coupling). All noise comes from the per-image generators.
 
+Measured (embedded 64-px prior, 2 sample photos, 20 steps, PSNR dB input -> output): deblur_gauss 22.93 ->
+37.45, denoise 26.19 -> 28.52 (tests/methods/test_pigdm.py).
+
 Cost: NFE = steps, each with a backward pass through the network (``backprop_through_prior = True``,
 ~2-3x the memory of plain sampling; NVIDIA's ImageNet configs turn on gradient checkpointing for it).
 """

@@ -156,11 +156,11 @@ def test_noisy_tasks_need_ddnm_plus_and_validation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,task_name", [("ddnm", "deblur_gauss"), ("ddnm_plus", "deblur_gauss"),
-                                              ("ddnm_plus", "denoise")])
+@pytest.mark.parametrize("method,task_name", [("ddnm", "deblur_gauss"), ("ddnm_plus", "denoise")])
 def test_embedded_prior_restores_better_than_the_input(method, task_name):
-    """Embedded prior (adm64_imagenet96), 2 sample photos, 20 steps. Measured (PSNR dB, input -> output):
-    ddnm deblur_gauss 24.0 -> see the test log; ddnm_plus denoise 26.0 -> see the test log."""
+    """Embedded prior (adm64_imagenet96), 2 sample photos, 20 steps (ddnm_plus on deblur_gauss is ddnm exactly,
+    tested above). Measured (PSNR dB, input -> output): ddnm deblur_gauss 22.93 -> 37.41 (ddnm_plus the same),
+    ddnm_plus denoise 26.19 -> 29.75."""
     degraded, restored, m = embedded_restoration(method, task_name, steps=20)
     assert m.last_nfe == 20
     print(f"\n  {m.name} {task_name}: input {degraded:.2f} dB -> {restored:.2f} dB")

@@ -92,7 +92,8 @@ def test_batch_independence():
 @pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["deblur_gauss", "denoise"])
 def test_embedded_prior_restores_better_than_the_input(task_name):
-    """Embedded prior, 2 sample photos, 20 NFE. Measured (PSNR dB, input -> output): see the test log."""
+    """Embedded prior, 2 sample photos, 20 NFE (per-task lambda / zeta). Measured (PSNR dB, input -> output):
+    deblur_gauss 22.93 -> 35.55, denoise 26.19 -> 28.93."""
     degraded, restored, m = embedded_restoration("diffpir", task_name, steps=20)
     assert m.last_nfe == 20
     print(f"\n  {m.name} {task_name}: input {degraded:.2f} dB -> {restored:.2f} dB")

@@ -83,8 +83,8 @@ def test_embedded_prior_restores_better_than_the_input(task_name):
     1000-step method). At 20 steps the rescaled official scale (3.75 per step) under-guides and the prior's
     fixed_large variance injects too much noise; measured on deblur_gauss (PSNR dB, input 22.93): defaults
     20 / 50 / 100 steps 15.0 / 17.2 / 18.7, with method.variance=fixed_small 20.2 / 19.5 / 20.0, and
-    scale=10 (not rescaled) + fixed_small at 20 steps 24.6. This test: that last setting on deblur_gauss and
-    denoise (measured: see the README's solver table)."""
+    scale=10 (not rescaled) + fixed_small at 20 steps 24.6. This test: that last setting; measured
+    deblur_gauss 22.93 -> 24.61, denoise 26.19 -> 30.13."""
     degraded, restored, m = embedded_restoration("dps", task_name, steps=20, scale=10.0, rescale=False,
                                                  variance="fixed_small")
     print(f"\n  dps {task_name}: input {degraded:.2f} dB -> {restored:.2f} dB")
