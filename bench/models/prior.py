@@ -3,7 +3,8 @@
 :func:`load_prior` turns a resolved ``conf/model/<name>.yaml`` mapping into a :class:`DiffusionPrior`::
 
     name: adm_tiny            # identity, used in errors and provenance
-    kind: adm                 # architecture family (only "adm": guided-diffusion UNet)
+    kind: adm                 # "adm": guided-diffusion UNet; "diffusers": any diffusers UNet2DModel pixel
+                              # DDPM on its own scheduler config (bench/models/diffusers_prior.py)
     image_size: 32            # the resolution the prior was trained at
     arch: {...}               # bench.models.adm_unet.create_model flags
     diffusion: {steps: 1000, schedule: linear, beta_start?: 1e-4, beta_end?: 0.02, learn_sigma: true,
@@ -60,7 +61,9 @@ from bench.diffusion import VARIANCES, make_betas, split_model_output
 from bench.models.adm_unet import create_model, random_init_
 from bench.models.assets import AssetError, asset_from_config, fetch, fetched_assets, load_state_dict
 
-KINDS = ("adm",)
+KINDS = ("adm", "diffusers")
+#: keys every model config of a kind must have
+REQUIRED = {"adm": ("arch", "diffusion"), "diffusers": ()}
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 log = logging.getLogger(__name__)
@@ -285,18 +288,26 @@ def _build(model: dict, device: torch.device) -> DiffusionPrior:
 def load_prior(model: Mapping, device: torch.device | str) -> DiffusionPrior:
     """Build (or reuse) the prior described by a resolved ``conf/model/*.yaml`` mapping on ``device``."""
     model = to_plain(model)
-    for key in ("name", "kind", "image_size", "arch", "diffusion"):
+    for key in ("name", "kind", "image_size"):
         _require(model, key)
     if model["kind"] not in KINDS:
         raise ValueError(f"model {model['name']!r}: kind={model['kind']!r} is not supported; allowed kinds: "
-                         f"{', '.join(KINDS)}. Fix: model.kind=adm (guided-diffusion UNet)")
-    _variance(model)  # fail before building anything
+                         f"{', '.join(KINDS)}. Fix: model.kind=adm (guided-diffusion UNet) or diffusers")
+    for key in REQUIRED[model["kind"]]:
+        _require(model, key)
+    if model["kind"] == "adm":
+        _variance(model)  # fail before building anything
     Precision.from_config(model.get("speed"))
     device = torch.device(device)
     digest = hashlib.sha256(json.dumps(model, sort_keys=True, default=str).encode()).hexdigest()[:16]
     key = (str(model["name"]), str(device), digest)
     if key not in _CACHE:
-        _CACHE[key] = _build(model, device)
+        if model["kind"] == "diffusers":
+            from bench.models import diffusers_prior
+
+            _CACHE[key] = diffusers_prior.build(model, device)
+        else:
+            _CACHE[key] = _build(model, device)
     return _CACHE[key]
 
 
