@@ -138,4 +138,4 @@ def problems_message(checks: list[FileCheck], min_size: int | None) -> str | Non
                      "loader does), lower dataset.image_size, or remove them")
     where = f" under {folder!r}" if folder else ""
     return (f"{len(broken) + len(small)} of {len(checks)} image files of this shard{where} cannot be used: "
-            + "; ".join(parts) + ". Nothing was run or written. Fix: " + "; ".join(fixes) + ".")
+            + "; ".join(parts) + ". Nothing was run and no run directory was created. Fix: " + "; ".join(fixes) + ".")

@@ -160,8 +160,13 @@ def test_app_is_named_bench_and_help_lists_only_the_run_groups(monkeypatch, caps
     listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
     assert listed == {"dataset", "experiment", "logger", "method", "metrics", "model", "task"}
     assert help_.startswith("bench: restore a dataset") and "install=bash" in help_
-    hydra_cfg = _main(monkeypatch, capsys, "--cfg", "hydra")
-    assert "\n  job:\n    name: bench\n" in hydra_cfg  # SLURM/submitit jobs are named after it
+    from omegaconf import OmegaConf
+
+    hydra_cfg = OmegaConf.create(_main(monkeypatch, capsys, "--cfg", "hydra")).hydra
+    assert hydra_cfg.job.name == "bench"  # not "cli", the module's name
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [slurm] extra is not installed")
+    slurm = OmegaConf.create(_main(monkeypatch, capsys, "--cfg", "hydra", "hydra/launcher=slurm")).hydra
+    assert slurm.launcher.name == "bench"  # submitit's job name is ${hydra.job.name}: SLURM shows "bench"
 
 
 def test_completion_query_offers_the_config_groups(monkeypatch, capsys):
