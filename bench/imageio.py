@@ -5,8 +5,8 @@ Decoding (:func:`load_image`; documented once, applied everywhere, README "Datas
 * the EXIF orientation is applied (as ``PIL.ImageOps.exif_transpose``), so the ground truth is the
   upright picture a viewer shows, not the sensor's raw row order;
 * 16-bit colour keeps 16-bit precision: PIL reduces 16-bit RGB(A) / gray+alpha PNGs and TIFFs and 16-bit
-  colour PPMs to their high byte, so those are decoded with ``pypng`` (PNG), ``tifffile`` (TIFF) or
-  numpy (PPM) instead; 16-bit gray (PIL's ``I;16``) is read by PIL directly;
+  colour PPMs to 8 bits (planar 16-bit TIFFs it even scrambles), so those are decoded with ``pypng``
+  (PNG), ``tifffile`` (TIFF) or numpy (PPM) instead; 16-bit gray (PIL's ``I;16``) is read by PIL;
 * grayscale -> replicated to RGB; integer samples are scaled by their full range (65535 for 16 bit),
   not clipped; alpha is composited over black (premultiplied, then dropped); P/CMYK/YCbCr -> RGB;
 * the decode is complete (a truncated file is an error here, not a grey tail), see
@@ -20,6 +20,7 @@ from colleagues on a shared cluster).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import os
 import socket
@@ -41,6 +42,7 @@ class ImageReadError(ValueError):
     """An image file that cannot be decoded; the message names the file and the fix."""
 
 
+@functools.cache
 def decoder_version() -> str:
     """What decodes images here: our revision plus the decoding libraries' versions."""
     libs = []
@@ -124,7 +126,7 @@ def _decode_deep(path: Path, img: Image.Image) -> np.ndarray:
                 arr = np.moveaxis(arr, 0, -1)
             if arr.dtype.kind != "u":
                 raise ValueError(f"unsupported TIFF sample type {arr.dtype}")
-            arr = arr.astype(np.float64) / (2 ** (8 * arr.dtype.itemsize) - 1)
+            arr = arr.astype(np.float64) / (2 ** int(page.bitspersample) - 1)  # 12-bit in uint16: 4095
             if arr.ndim == 3 and arr.shape[2] in (2, 4) and tuple(page.extrasamples)[:1] == (1,):
                 arr = arr[..., :-1]  # associated (premultiplied) alpha: the colour is composited already
             return _compose_rgb(arr)
@@ -159,7 +161,7 @@ def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def _decode_errors() -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                                               EOFError)
+                                               EOFError, Image.DecompressionBombError)
     try:
         import png
 
