@@ -17,7 +17,7 @@ from bench.data import (
     center_crop_resize,
     imagenet_val_manifest,
 )
-from bench.imageio import ImageReadError, load_image
+from bench.imageio import load_image
 from tests.conftest import shared_data
 
 

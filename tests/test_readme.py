@@ -17,6 +17,7 @@ from tests.conftest import REPO
 
 README = REPO / "README.md"
 SEPARATORS = {"&&", "||", ";", "|"}
+REDIRECTS = {">", ">>", "2>", "<"}
 
 
 def _sections(text: str) -> list[tuple[str, str]]:
@@ -42,11 +43,13 @@ def _bench_args(line: str) -> list[list[str]]:
         tokens = list(lex)
     except ValueError:  # not shell (an unbalanced quote in prose)
         return []
-    commands, cur = [], []
+    commands, cur, redirect = [], [], False
     for tok in tokens + [";"]:
         if tok in SEPARATORS:
             commands.append(cur)
             cur = []
+        elif tok in REDIRECTS or redirect:  # `> file`: not an argument
+            redirect = tok in REDIRECTS
         else:
             cur.append(tok)
     out = []
@@ -55,7 +58,7 @@ def _bench_args(line: str) -> list[list[str]]:
             out.append(cmd[3:])
         elif cmd[:1] == ["bench"]:
             out.append(cmd[1:])
-    return out
+    return [args for args in out if "-sc" not in args]  # completion scripts: tests/test_packaging.py
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:
