@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.data import DatasetError
 from bench.models.assets import AssetError
+from bench.paths import conf_dir
 from bench.loggers import log_wandb, run_summary
 from bench.imageio import ImageReadError, remove_stale_temps
 from bench.metrics.pixel import METRIC_VERSION
@@ -89,7 +90,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     dataset = _instantiate(_strip(c["dataset"], "name"))
     if len(dataset) == 0:
         raise DatasetError(f"shard {dataset.shard}/{dataset.num_shards} of {dname} is empty; use fewer shards")
-    dataset.check_files()
+    dataset.check_files(progress=bool(c["run"]["progress"]))  # full decode of the shard, before any dir
     dman = dataset.manifest()
     chash = config_hash(c, dman["sha256"])
     store = RunStore(root, dname, task.name, method.name, method.steps, chash)
@@ -153,8 +154,9 @@ def print_summary(store: RunStore) -> None:
     print("\n".join(f"  {k:<{width}} : {v}" for k, v in line.items()))
 
 
-# an absolute path: ``python -m bench`` runs the module as __main__, where a relative path is ambiguous
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# an absolute path: ``python -m bench`` runs the module as __main__, where a relative path is ambiguous;
+# the checkout's conf/ or the copy installed with the package (bench/paths.py)
+CONF_DIR = str(conf_dir())
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.imageio import IMAGE_SUFFIXES, check_image_header, load_image
+from bench.data_check import check_image_files, problems_message, usable_cpus
+from bench.imageio import IMAGE_SUFFIXES, load_image
+from bench.paths import datasets_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATASETS_DIR = REPO_ROOT / "datasets"
+log = logging.getLogger(__name__)
+
+DATASETS_DIR = datasets_dir()  # the checkout's datasets/ or the copy installed with the package
 
 
 class DatasetError(ValueError):
@@ -130,21 +135,36 @@ class ImageDataset(torch.utils.data.Dataset):
         low = self._load(e.low_path) if e.low_path is not None else None
         return Item(id=e.id, image=image, low=low, label=e.label)
 
-    def check_files(self) -> None:
-        """Header-check every file of this shard up front, so a corrupt file fails before any work."""
-        for e in self.entries:
-            for p in (e.path, e.low_path):
-                if p is not None:
-                    check_image_header(p)
+    def file_sha256(self, path: Path) -> str:
+        """sha256 of a dataset file, computed once per dataset object (the manifest and the up-front
+        check share it)."""
+        memo = self.__dict__.setdefault("_sha256", {})
+        if path not in memo:
+            memo[path] = _file_sha256(path)
+        return memo[path]
+
+    def check_files(self, progress: bool | None = None) -> None:
+        """Decode every file of this shard completely, up front and in parallel (bench/data_check.py),
+        and fail with one paragraph naming every unreadable file and every one smaller than
+        ``image_size`` (without ``allow_upscale``), before any work is done."""
+        paths = [p for e in self.entries for p in (e.path, e.low_path) if p is not None]
+        checks = check_image_files(paths, self.file_sha256, progress=progress)
+        min_size = self.image_size if self.image_size is not None and not self.allow_upscale else None
+        message = problems_message(checks, min_size)
+        if message:
+            raise DatasetError(message)
 
     def manifest(self) -> dict:
         """Content manifest of the whole dataset (all shards, before ``limit``): ids and file sha256."""
+        paths = [p for e in self.dataset_entries for p in (e.path, e.low_path) if p is not None]
+        with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:  # hashlib releases the GIL
+            list(pool.map(self.file_sha256, paths))
         rows = []
         for e in self.dataset_entries:
             row = {"id": e.id}
             for key, p in (("sha256", e.path), ("low_sha256", e.low_path)):
                 if p is not None:
-                    row[key] = _file_sha256(p)
+                    row[key] = self.file_sha256(p)
             if e.label is not None:
                 row["label"] = e.label
             rows.append(row)
@@ -161,7 +181,12 @@ def _list_images(root: Path, what: str) -> list[Path]:
         )
     if not root.is_dir():
         raise DatasetError(f"{what} path {str(root)!r} is not a folder. Fix: pass a folder of images.")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    listed = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in listed if not p.name.startswith(".")]
+    hidden = [p.name for p in listed if p.name.startswith(".")]
+    if hidden:  # macOS AppleDouble "._x.png" metadata (copied from a Mac volume), editor temp files, ...
+        log.warning("note: ignored %d hidden file(s) in %s (dot-files such as macOS AppleDouble '._*' "
+                    "metadata are not images; first: %s)", len(hidden), root, ", ".join(hidden[:3]))
     if not files:
         raise DatasetError(
             f"{what} folder {str(root)!r} holds no images (looked for {', '.join(IMAGE_SUFFIXES)}). "

@@ -43,10 +43,11 @@ from omegaconf import OmegaConf
 from bench import seeding
 from bench.models import prior as prior_mod
 from bench.models.prior import PRECISIONS, FastForward, Precision, apply_speed, load_prior
+from bench.paths import conf_dir
 from bench.provenance import device_name, environment, now_iso
 from bench.results import write_json
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = conf_dir()
 METHODS = ("unet", "ldm_unet", "ddrm", "gdp_x0", "srldm")
 LDM_SR_UNET_PARAMETERS = 113_622_563  # reference-implementations.md A8 (openaimodel layout)
 #: reference-implementations.md A9: official code on one H100 80GB, random weights (for context only)

@@ -1,7 +1,8 @@
 """``python -m bench.train``: train the small embedded priors that ship in ``bench/priors/``.
 
-Two trainers, one Hydra app (configs in ``conf/train/``; the config's ``_target_`` names the typed
-config class, whose ``.train()`` runs it)::
+Two trainers, one Hydra app (configs in ``bench/train_conf/``, apart from the main app's ``conf/`` so that
+``python -m bench --help`` does not list them; the config's ``_target_`` names the typed config class,
+whose ``.train()`` runs it)::
 
     python -m bench.train                                   # adm64: pixel-space ADM prior (DDPM)
     python -m bench.train steps=20 name=speedtest           # any field can be overridden
@@ -48,7 +49,7 @@ from bench.models.assets import sha256_file
 log = logging.getLogger("bench.train")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf" / "train"
+CONF_DIR = Path(__file__).resolve().parent / "train_conf"  # not conf/train: the main app would list it
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -266,7 +267,7 @@ def loss_table(losses: list[float]) -> str:
 # ----------------------------------------------------------------------------- ADM prior
 @dataclass
 class ADMTrainConfig:
-    """Typed settings of the pixel-space prior (``conf/train/adm64.yaml`` documents each)."""
+    """Typed settings of the pixel-space prior (``bench/train_conf/adm64.yaml`` documents each)."""
 
     name: str
     arch: dict

@@ -60,7 +60,7 @@ def _default_unet() -> dict:
 
 @dataclass
 class LDMTrainConfig:
-    """Typed settings of the latent SR trainer (``conf/train/ldm_sr.yaml`` documents each)."""
+    """Typed settings of the latent SR trainer (``bench/train_conf/ldm_sr.yaml`` documents each)."""
 
     name: str = "ldm_sr_tiny"
     vq: dict = field(default_factory=_default_vq)  # diffusers.VQModel kwargs

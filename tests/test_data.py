@@ -17,7 +17,7 @@ from bench.data import (
     center_crop_resize,
     imagenet_val_manifest,
 )
-from bench.imageio import ImageReadError, load_image
+from bench.imageio import load_image
 from tests.conftest import shared_data
 
 
@@ -87,7 +87,7 @@ def test_folder_errors_name_the_problem(tmp_path):
     assert FolderDataset(str(tmp_path), image_size=64, allow_upscale=True)[0].image.shape == (3, 64, 64)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     ds = FolderDataset(str(tmp_path), image_size=16)
-    with pytest.raises(ImageReadError, match="broken.png"):
+    with pytest.raises(DatasetError, match="broken.png"):
         ds.check_files()
 
 
@@ -148,3 +148,110 @@ def test_sample_dataset_is_embedded():
     assert len(ds) == 8
     assert all(ds[i].image.shape == (3, 32, 32) for i in range(len(ds)))
     assert len(SampleDataset(image_size=32, limit=3)) == 3
+
+
+# ------------------------------------------------------------------ the up-front check (bench/data_check.py)
+def _jpeg_bytes(seed=0, size=(48, 48)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(_rgb(*size, seed=seed)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def decode_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "decoded"
+
+
+def test_upfront_check_decodes_fully_and_lists_every_problem(tmp_path, decode_cache):
+    """A truncated JPEG (its header is fine) and small images all fail in the check, listed together."""
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "good.jpg").write_bytes(_jpeg_bytes())
+    data = _jpeg_bytes(seed=1)
+    (root / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (root / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    for i in range(7):
+        Image.fromarray(_rgb(20 + i, 40, seed=i)).save(root / f"small{i}.png")
+    ds = FolderDataset(str(root), image_size=32)
+    with pytest.raises(DatasetError) as err:
+        ds.check_files(progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("9 of 10 image files of this shard")
+    assert "2 cannot be decoded (cut.jpg: image file is truncated" in msg and "junk.png: cannot identify" in msg
+    assert "7 are smaller than dataset.image_size=32" in msg and "small0.png is 40x20" in msg
+    assert "(2 more)" in msg and "small6.png" not in msg  # counts + the first names
+    assert "Fix:" in msg and "dataset.allow_upscale=true" in msg and "good.jpg" not in msg
+    # allow_upscale accepts the small ones; the broken files still fail
+    with pytest.raises(DatasetError, match="^2 of 10 .*cannot be decoded") as err:
+        FolderDataset(str(root), image_size=32, allow_upscale=True).check_files(progress=False)
+    assert "smaller" not in str(err.value)
+
+
+def test_upfront_check_is_cached_by_content_hash_and_hashes_each_file_once(tmp_path, decode_cache, monkeypatch):
+    import bench.data as data_mod
+    import bench.data_check as check_mod
+
+    for i in range(4):
+        Image.fromarray(_rgb(32, 32, seed=i)).save(tmp_path / f"{i}.png")
+    hashed, decoded = [], []
+    real_hash, real_load = data_mod._file_sha256, check_mod.load_image
+    monkeypatch.setattr(data_mod, "_file_sha256", lambda p: hashed.append(p.name) or real_hash(p))
+    monkeypatch.setattr(check_mod, "load_image", lambda p: decoded.append(p.name) or real_load(p))
+
+    ds = FolderDataset(str(tmp_path), image_size=16, num_shards=2, shard=0)
+    ds.check_files(progress=False)
+    manifest = ds.manifest()
+    assert sorted(decoded) == ["0.png", "2.png"]  # this shard's files, decoded
+    assert sorted(hashed) == ["0.png", "1.png", "2.png", "3.png"]  # each file hashed once: check + manifest
+    entries = sorted(p.stem for p in decode_cache.rglob("*.json"))
+    assert entries == sorted(r["sha256"] for r in manifest["entries"] if r["id"] in ("0", "2"))
+
+    decoded.clear()
+    FolderDataset(str(tmp_path), image_size=16).check_files(progress=False)  # a rerun: only new content decodes
+    assert sorted(decoded) == ["1.png", "3.png"]
+    decoded.clear()
+    Image.fromarray(_rgb(32, 32, seed=9)).save(tmp_path / "0.png")  # changed content, same name
+    FolderDataset(str(tmp_path), image_size=16).check_files(progress=False)
+    assert decoded == ["0.png"]
+    # a failure is not cached: fixing the file makes it pass without clearing anything
+    (tmp_path / "3.png").write_bytes(b"broken")
+    with pytest.raises(DatasetError, match="3.png"):
+        FolderDataset(str(tmp_path), image_size=16).check_files(progress=False)
+
+
+def test_hidden_files_are_ignored_with_one_note(tmp_path, caplog):
+    Image.fromarray(_rgb(16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")  # macOS resource fork
+    (tmp_path / ".b.jpg").write_bytes(b"editor leftover")
+    with caplog.at_level("INFO", logger="bench.data"):
+        ds = FolderDataset(str(tmp_path), image_size=16)
+    assert [e.id for e in ds.entries] == ["a"]
+    notes = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    assert len(notes) == 1 and "ignored 2 hidden file(s)" in notes[0] and "._a.png" in notes[0]
+    ds.check_files(progress=False)  # the run goes on
+    (tmp_path / "low").mkdir()
+    Image.fromarray(_rgb(16, 16)).save(tmp_path / "low" / "1.png")
+    (tmp_path / "low" / "._1.png").write_bytes(b"\x00\x05\x16\x07")
+    assert [e.id for e in LOLDataset(str(tmp_path)).entries] == ["1"]
+
+
+def test_cli_fails_before_creating_any_directory(tmp_path, decode_cache, monkeypatch):
+    """The README's promise: bad files fail before any work, and no run directory is left behind."""
+    from bench.cli import run_from_config
+    from tests.conftest import compose
+
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "ok.jpg").write_bytes(_jpeg_bytes(size=(40, 40)))
+    data = _jpeg_bytes(seed=2, size=(40, 40))
+    (tmp_path / "imgs" / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    Image.fromarray(_rgb(20, 40)).save(tmp_path / "imgs" / "tiny.png")
+    root = tmp_path / "results"
+    cfg = compose("method=bicubic", "dataset=folder", f"dataset.root={tmp_path / 'imgs'}", "dataset.image_size=32",
+                  f"run.results_root={root}", "run.progress=false")
+    with pytest.raises(DatasetError, match=r"^2 of 3 .*cut.jpg.*tiny.png is 40x20"):
+        run_from_config(cfg)
+    assert not root.exists()

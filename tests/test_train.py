@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.train import ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm, train_loop
-from tests.conftest import REPO
+from bench.train import CONF_DIR, ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm, train_loop
 
 TINY_ARCH = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
                  num_head_channels=32, learn_sigma=False, use_scale_shift_norm=True)
@@ -175,7 +174,7 @@ def test_shipped_train_configs_build(name):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(REPO / "conf" / "train"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=name)
     plain = {k: v for k, v in instantiate(cfg, _convert_="all").__dict__.items()}
     if name == "adm64":

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench.imageio import default_file_mode
+
 __all__ = ["INCEPTION_SHA256", "INCEPTION_URL", "INCEPTION_NAME", "inception_weights", "InceptionFeatures",
            "to_uint8", "feature_stats", "frechet_distance", "kid", "fid_from_features", "stats_cache_key",
            "reference_stats", "SmallSampleWarning", "MIN_FID_SAMPLES"]
@@ -268,6 +270,7 @@ def reference_stats(features_fn: Callable[[], Tensor | np.ndarray], cache_key: s
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{cache_key}.", suffix=".npz.part")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), default_file_mode())  # results are shared: not mkstemp's 0600
             np.savez(f, mu=mu, sigma=sigma, features=feats)
         os.replace(tmp, path)
     finally:

@@ -38,6 +38,9 @@ from pathlib import Path
 
 import torch
 
+from bench.imageio import default_file_mode
+from bench.paths import package_root
+
 log = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -146,16 +149,14 @@ def _accept(asset: Asset, path: Path, actual: str, source: str) -> Path:
     return path
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def resolve_local_path(path: str) -> Path:
     """A user path as given (absolute or relative to the working directory); a relative path that does
-    not exist there is tried against the repository root, where the embedded priors live
-    (``bench/priors/...``), so configs work from any working directory."""
+    not exist there is tried against :func:`bench.paths.package_root` (a checkout's root, or the
+    site-packages of a ``pip install .``), where the embedded priors live at ``bench/priors/...``, so
+    configs work from any working directory and in both layouts."""
     p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
-        return REPO_ROOT / p
+    if not p.is_absolute() and not p.exists() and (package_root() / p).exists():
+        return package_root() / p
     return p
 
 
@@ -226,7 +227,7 @@ def _download(asset: Asset, target: Path, progress: bool) -> str:
         if asset.sha256 is not None and actual != asset.sha256:
             raise AssetError(f"asset {asset.name}: downloaded file has sha256 {actual}, expected "
                              f"{asset.sha256} (URL {asset.url}); nothing was saved")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; a cache may be shared
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)  # no-op after a successful replace
