@@ -211,7 +211,7 @@ class Guidance:
     ``-grad_x (scale * L_tot + color_pm * L_color(x))`` (x in [-1, 1]).
 
     ``predict`` maps a [0, 1] image to the comparison space (fixed D); with ``f``/``mask`` set the
-    blind model ``f x + M`` is used instead and updated by :func:`gdp_degradation_step`
+    blind model ``f x + M`` is used instead and updated by :func:`degradation_step`
     (per patch of ``grid``). ``color_pm`` is the colorization scripts' absolute colour-constancy
     weight on the [-1, 1] image, already rescaled.
     """
