@@ -93,9 +93,9 @@ Choices made here (see ``describe()``):
   Measured (GDP-x0, embedded ``adm64_imagenet96``, which is ``fixed_large``; the 8 sample photos at
   64 px, PSNR dB / SSIM, fixed_large vs fixed_small): sr4 18.25 / 0.270 vs 20.88 / 0.505 at 100 steps,
   14.29 / 0.134 vs 21.87 / 0.560 at 20; inpaint 24.65 / 0.665 vs 27.73 / 0.865 at 100 steps,
-  20.88 / 0.483 vs 30.43 / 0.928 at 20. beta_t is too much noise for few respaced steps of an eps-only
-  net (Nichol & Dhariwal 2021 saw the same); the faithful rule stays the default, ``variance=fixed_small``
-  is the better choice for that prior at few steps.
+  20.88 / 0.483 vs 30.43 / 0.928 at 20 (the respaced beta'_t is a lot of fresh noise per step when the
+  steps are few). The faithful rule stays the default; ``variance=fixed_small`` is the better choice for
+  that prior at few steps.
 """
 
 from __future__ import annotations
