@@ -136,7 +136,7 @@ def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
         "environment": environment(device),
         "seed": {"run": c["seed"], "per_image": "sha256('<run>/<stream>/<image id>')[:8], streams degrade|restore"},
         "dataset": {"name": c["dataset"]["name"], "manifest_sha256": dman["sha256"], "count": dman["count"],
-                    "image_size": dataset.image_size, "preprocessing": "guided-diffusion center_crop_arr, 8-bit"},
+                    "image_size": dataset.image_size, "preprocessing": dataset.preprocessing_rule},
         "task": task.describe(),
         "method": {**method.describe(), "backprop_through_prior": bool(method.backprop_through_prior)},
         "metrics": {"pixel": METRIC_VERSION},

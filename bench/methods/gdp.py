@@ -22,21 +22,31 @@ Facts checked in the official code (Fayeben/GenerativeDiffusionPrior, ``scripts/
   runs under ``no_grad``; ``cond_fn`` differentiates ``x.detach()``). The Adam optimizer built
   there never steps on anything. ``gaussian_diffusion.py`` (GDP-xt) calls ``cond_fn(x_t)``, same
   ``mean + gradient``.
-* ``sample_x0_{sr4,inp,blur,color}.py::general_cond_fn``:
+* ``sample_x0_{sr4,inp,blur,color}.py`` (and ``sample_*.py`` for GDP-xt):
   ``loss = -s * sum_b mean_chw((view(H((x+1)/2)) - (y_img+1)/2)^2)`` and ``grad(loss, x)``, with
-  ``view = H_pinv`` (sr, inp), ``H`` itself as an image (deblur) and ``H`` repeated to 3 channels
-  (color); ``y_img`` is the matching picture of the measurement (``save_random_images_*.py``
-  stores ``H_pinv(H(x))`` resp. ``H(x)``). We use the same rule: compare ``measurement_image``
-  when it has the image's size (deblur, colorize, inpaint (= pinv), denoise), else ``pinv``
-  (super-resolution). Measurement noise sigma is not modelled (official neither).
+  ``view = H_pinv`` (sr, inp), the 248x248 valid-blurred picture itself (blur: ``gkern(9, 2)``, task
+  ``deblur_gdp``) and the gray image repeated to 3 channels (color; ``gray_dgp``, weights 1/3 each).
+  ``y_img`` is the matching picture of the measurement (``save_random_images_*.py``). We use the
+  same per-task rule (:data:`OFFICIAL_VIEWS`, by task-name prefix: ``pinv`` or the operator's
+  ``measurement_image``); other tasks compare ``measurement_image`` when it has the image's size
+  (denoise), else ``pinv``; ``method.view`` overrides. Measurement noise sigma is not modelled
+  (official neither).
+* Colorization adds a colour-constancy term: ``loss = -s * mse - 500 * mean_b(L_color(x))`` with
+  MyLoss ``L_color`` on x in [-1, 1] (x~0 resp. x_t), :func:`gdp_losses.color_loss`. Only the
+  low-light script has its quality losses commented out.
 * Default ``--img_guidance_scale``: sr4 2000, blur 6000, color 6000, inp 4000, low-light 80000
   (:data:`OFFICIAL_SCALES`), all for 1000 unspaced DDPM steps on 3x256x256 images.
 * Low-light (``sample_x0_enhancement_low_light.py`` + ``gaussian_diffusion_x0_enhancement_direct.py``):
   ``light_factor = randn(1)/100``, ``light_mask = rand(400, 600)/1e4``, prediction
   ``(x0+1)/2 * f + M``, updates ``f <- f - grad(mse, f)``, ``M <- M - grad(mse, M)`` (lr 1) with
-  the pre-update loss also guiding x; 256-px patches at stride 128, outputs (mean, log-variance,
-  x0, M) averaged over overlaps. Quirk not reproduced: upstream calls ``condition_mean`` twice per
-  patch with the same x0, adding the gradient twice (an effective 2s).
+  the pre-update loss also guiding x; 256-px patches at stride 128: each patch's mse is a mean over
+  its 3x256x256 values, each patch takes its own (f, M) step from the pre-step values, and the new
+  f and M are the means over patches (M: over the patches covering a pixel); outputs (mean,
+  log-variance, x0) are averaged over overlaps. Quirk not reproduced: upstream calls
+  ``condition_mean`` twice per patch with the same x0, adding the gradient twice (an effective 2s).
+* The sampler is guided-diffusion's ``p_sample`` with the model's variance type: learned range for
+  the 256x256 ImageNet model (learn_sigma), ``FIXED_LARGE`` (``[beta~_1, beta_1, ..., beta_{T-1}]``)
+  as guided-diffusion's default without learned sigma.
 
 Choices made here (see ``describe()``):
 
@@ -51,25 +61,45 @@ Choices made here (see ``describe()``):
   Few steps with a large s overshoot (explicit-Euler-like): for a projection view (sr4, inpaint,
   colorize) x~0 moves by s*T/(2*K*N_ref) times its residual per step, > 2 for K < 3 (sr4), 6
   (inpaint), 8 (colorize, deblur) with the official scales.
+* Colour term (``color_colorize``, default 500 = official, on ``colorize*`` tasks only; 0 turns it
+  off): in official units, i.e. the weight of ``L_color`` of the [-1, 1] image (= 4 x ``L_color`` of
+  the [0, 1] image: channel-mean differences double, their squares' squares grow 16x, the root 4x),
+  absolute (not multiplied by s) and rescaled by the same ``(T / K) * (N / N_ref)`` as s (its
+  gradient is also a per-pixel mean). Per image: upstream averages over its batch
+  (``torch.mean`` over B), so its default ``batch_size=10`` weights each image by 500/10 = 50
+  (``method.color_colorize=50`` reproduces that); 500 equals upstream at batch size 1 and keeps
+  results batch independent. The generic ``color`` weight (relative to s, any task) is separate.
 * Images larger than the prior (``patch_size``, default the prior's image_size = official 256)
   are sampled in overlapping patches (stride default patch_size // 2 = official 128) with averaged
-  overlaps; an image of exactly the prior's size is one patch (whole-image sampling). The loss,
-  gradient and (f, M) update act on the whole averaged image, which for pixel-wise degradations
-  and MSE equals upstream's per-patch gradients averaged. ``last_nfe`` = steps x patches (UNet
-  evaluations at the prior's resolution per image; = steps for whole images).
+  overlaps; an image of exactly the prior's size is one patch (whole-image sampling). The x-guidance
+  acts on the whole overlap-averaged image; for pixel-wise degradations and MSE that equals
+  upstream's per-patch gradients averaged (with ``N_ref`` = one 256-px patch). The blind (f, M)
+  update is upstream's per-patch rule (:func:`gdp_losses.degradation_step` with the grid): each
+  patch's L_tot is a mean over that patch, M's step is therefore H*W/p^2 times larger than a
+  whole-image mean would give (3.66x at LOL's 400x600 with p = 256). Difference: the residuals use
+  the overlap-averaged x~0 (upstream: each patch's own x~0; equal where the patches agree).
+  ``last_nfe`` = steps x patches (UNet evaluations at the prior's resolution per image).
 * The blind low-light model is used for non-linear tasks (``learn_degradation=None``); f (B,) and M
   (B, 1, H, W) are per image, drawn from the per-image generators after x_T, exposed after each
   batch as ``last_degradation``. ``learn_degradation=False`` guides through the task's own operator.
   GDP-xt fits (f, M) on x_t (Algorithm 1 assumes a fixed D; the paper still reports GDP-xt on LOL).
   Algorithm 2's phi-step uses L_tot, so ``tv`` regularises M (upstream's commented TV term, taken
   w.r.t. x only, could not act on anything).
-* Fixed-variance priors (``learn_sigma=False``) use the posterior ("fixed small") variance;
-  learned-sigma ones guided-diffusion's ``frac*log(beta) + (1-frac)*log(posterior variance)``.
+* Variance (``variance``): null = the prior's own rule (``prior.variance``: ``learned_range`` for
+  learned-sigma nets, guided-diffusion's ``frac*log(beta) + (1-frac)*log(posterior variance)``;
+  else the model config's ``diffusion.variance``, default ``fixed_large``). ``fixed_small`` (the
+  posterior variance) or ``fixed_large`` override it, also for learned-sigma nets (their variance
+  channels are then ignored). The rule used is in ``describe()["variance"]`` (the run manifest).
+  Measured (GDP-x0, embedded ``adm64_imagenet96`` with ``model.diffusion.variance=fixed_large``; the
+  8 sample photos at 64 px, PSNR dB / SSIM, fixed_large vs fixed_small): sr4 18.25 / 0.270 vs 20.88 / 0.505 at 100 steps,
+  14.29 / 0.134 vs 21.87 / 0.560 at 20; inpaint 24.65 / 0.665 vs 27.73 / 0.865 at 100 steps,
+  20.88 / 0.483 vs 30.43 / 0.928 at 20 (the respaced beta'_t is a lot of fresh noise per step when the
+  steps are few). The faithful rule stays the default for every released checkpoint; the embedded
+  prior's own pipeline is this project's, and its config says ``fixed_small`` for that reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,21 +109,37 @@ from bench import seeding
 from bench.diffusion import alphas_cumprod, respaced_betas, timesteps
 from bench.methods import gdp_losses as losses
 from bench.methods.base import Method
+from bench.methods.gdp_losses import Guidance
 from bench.tasks import Degradation, Task
 
 #: official ``--img_guidance_scale`` defaults by task-name prefix (1000 DDPM steps, 3x256x256)
 OFFICIAL_SCALES = {"sr": 2000.0, "deblur": 6000.0, "colorize": 6000.0, "inpaint": 4000.0, "lowlight": 80000.0}
+#: the official scripts' guidance view by task-name prefix: compare pinv(A x) with pinv(y), or the
+#: measurement pictures (``operator.measurement_image``) of A x and y
+OFFICIAL_VIEWS = {"sr": "pinv", "inpaint": "pinv", "deblur": "measurement", "colorize": "measurement"}
+VIEWS = ("measurement", "pinv")
+#: ``variance`` choices (null = the prior's own rule)
+VARIANCE_OVERRIDES = ("fixed_small", "fixed_large")
 #: values the official loss averages over (one 3x256x256 image or patch)
 REFERENCE_PIXELS = 3 * 256 * 256
 VARIANTS = ("x0", "xt")
 
 
-def official_scale(task_name: str) -> float | None:
-    """The official default scale for a task (by name prefix), None when upstream has none."""
-    for prefix, value in OFFICIAL_SCALES.items():
+def _by_prefix(table: dict, task_name: str):
+    for prefix, value in table.items():
         if task_name.startswith(prefix):
             return value
     return None
+
+
+def official_scale(task_name: str) -> float | None:
+    """The official default scale for a task (by name prefix), None when upstream has none."""
+    return _by_prefix(OFFICIAL_SCALES, task_name)
+
+
+def official_view(task_name: str) -> str | None:
+    """The official guidance view for a task (by name prefix), None when upstream has none."""
+    return _by_prefix(OFFICIAL_VIEWS, task_name)
 
 
 def effective_scale(scale: float, train_steps: int, steps: int, n_pix: int) -> float:
@@ -113,7 +159,8 @@ class RespacedSchedule:
     coef1: Tensor  # posterior mean = coef1 * x0 + coef2 * x_t
     coef2: Tensor
     log_var_min: Tensor  # log posterior variance (clipped at j = 0): "fixed small"
-    log_var_max: Tensor  # log beta'_j
+    log_var_max: Tensor  # log beta'_j (the learned range's upper end)
+    log_var_large: Tensor  # log [beta~_1, beta'_1, ..., beta'_{K-1}]: guided-diffusion "fixed large"
 
     @property
     def num_steps(self) -> int:
@@ -127,11 +174,13 @@ def respaced_schedule(betas: Tensor, steps: int, device, dtype=torch.float32) ->
     abar = alphas_cumprod(b)
     abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
     post_var = b * (1 - abar_prev) / (1 - abar)
-    log_min = torch.log(torch.cat([post_var[1:2], post_var[1:]])) if len(kept) > 1 else torch.log(b)
+    one = len(kept) == 1  # no beta~_1: both fixed rules fall back to beta'_0 (never used: j = 0 adds no noise)
+    log_min = torch.log(b) if one else torch.log(torch.cat([post_var[1:2], post_var[1:]]))
+    log_large = torch.log(b) if one else torch.log(torch.cat([post_var[1:2], b[1:]]))
     tables = dict(
         sqrt_recip_abar=(1 / abar).sqrt(), sqrt_recipm1_abar=(1 / abar - 1).sqrt(),
         coef1=b * abar_prev.sqrt() / (1 - abar), coef2=(1 - abar_prev) * (1 - b).sqrt() / (1 - abar),
-        log_var_min=log_min, log_var_max=torch.log(b),
+        log_var_min=log_min, log_var_max=torch.log(b), log_var_large=log_large,
     )
     return RespacedSchedule(torch.tensor(kept, dtype=torch.long, device=device),
                             **{k: v.to(device=device, dtype=dtype) for k, v in tables.items()})
@@ -161,49 +210,6 @@ def sample_gdp_xt(p_mean_variance, x_T: Tensor, num_steps: int, guidance, noise)
 SAMPLERS = {"x0": sample_gdp_x0, "xt": sample_gdp_xt}
 
 
-# ----------------------------------------------------------------------------------- guidance
-@dataclass
-class Guidance:
-    """L_tot = distance(D(x), target) + Q(x) per image, and the mean shift ``-scale * grad_x L_tot``.
-
-    ``predict`` maps a [0, 1] image to the comparison space (fixed D); with ``f``/``mask`` set the
-    blind model ``f x + M`` is used instead and updated by :func:`gdp_losses.degradation_step`.
-    """
-
-    predict: Callable[[Tensor], Tensor] | None
-    target: Tensor
-    scale: float
-    distance: Callable[[Tensor, Tensor], Tensor]
-    exposure: float = 0.0
-    exposure_patch: int = 8
-    exposure_level: float = 0.3
-    color: float = 0.0
-    tv: float = 0.0
-    lr: float = 1.0
-    f: Tensor | None = None
-    mask: Tensor | None = None
-
-    def loss(self, x01: Tensor) -> Tensor:
-        pred = self.predict(x01) if self.f is None else losses.lowlight_model(x01, self.f, self.mask)
-        total = self.distance(pred, self.target)
-        if self.exposure:
-            total = total + self.exposure * losses.exposure_loss(x01, self.exposure_patch, self.exposure_level)
-        if self.color:
-            total = total + self.color * losses.color_loss(x01)
-        return total
-
-    def __call__(self, x: Tensor) -> Tensor:
-        grad = torch.zeros_like(x)
-        if self.scale:
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                grad = -self.scale * torch.autograd.grad(self.loss((x_in + 1) / 2).sum(), x_in)[0]
-        if self.f is not None:  # Algorithm 2: phi <- phi - l grad_phi L_tot (same, pre-update phi)
-            self.f, self.mask, _ = losses.degradation_step(
-                (x.detach() + 1) / 2, self.target, self.f, self.mask, self.lr, self.distance, self.tv)
-        return grad
-
-
 # ----------------------------------------------------------------------------------- method
 class GDP(Method):
     """GDP-x0 / GDP-xt for every task (linear through its operator, non-linear blind low-light)."""
@@ -213,8 +219,10 @@ class GDP(Method):
     def __init__(self, model: dict, steps: int = 100, variant: str = "x0", scale: float | None = None,
                  rescale: bool = True, distance: str = "mse", exposure: float = 0.0,
                  exposure_level: float = 0.3, exposure_patch: int = 8, color: float = 0.0, tv: float = 0.0,
-                 lr_degradation: float = 1.0, learn_degradation: bool | None = None,
-                 patch_size: int | None = None, patch_stride: int | None = None, clip_denoised: bool = True):
+                 color_colorize: float = 500.0, lr_degradation: float = 1.0,
+                 learn_degradation: bool | None = None, patch_size: int | None = None,
+                 patch_stride: int | None = None, clip_denoised: bool = True, view: str | None = None,
+                 variance: str | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"GDP variant={variant!r} is invalid: use one of {VARIANTS} (method=gdp_x0|gdp_xt)")
@@ -223,7 +231,13 @@ class GDP(Method):
         if scale is not None and not (isinstance(scale, (int, float)) and scale >= 0):
             raise ValueError(f"GDP scale={scale!r} is invalid: use null (official per-task default) or >= 0")
         losses.distance_fn(distance)
-        for key, val in {"exposure": exposure, "color": color, "tv": tv, "lr_degradation": lr_degradation}.items():
+        if view is not None and view not in VIEWS:
+            raise ValueError(f"GDP view={view!r} is invalid: use null (official per task) or one of {VIEWS}")
+        if variance is not None and variance not in VARIANCE_OVERRIDES:
+            raise ValueError(f"GDP variance={variance!r} is invalid: use null (the prior's own rule, "
+                             f"prior.variance) or one of {VARIANCE_OVERRIDES}")
+        for key, val in {"exposure": exposure, "color": color, "tv": tv, "lr_degradation": lr_degradation,
+                         "color_colorize": color_colorize}.items():
             if not isinstance(val, (int, float)) or val < 0:
                 raise ValueError(f"GDP {key}={val!r} is invalid: it must be a number >= 0")
         for key, val in {"patch_size": patch_size, "patch_stride": patch_stride}.items():
@@ -234,8 +248,12 @@ class GDP(Method):
         self.distance, self.clip_denoised = distance, bool(clip_denoised)
         self.quality = dict(exposure=float(exposure), exposure_level=float(exposure_level),
                             exposure_patch=int(exposure_patch), color=float(color), tv=float(tv))
+        self.color_colorize = float(color_colorize)
         self.lr_degradation, self.learn_degradation = float(lr_degradation), learn_degradation
         self.patch_size, self.patch_stride = patch_size, patch_stride
+        self.view, self.variance = view, variance
+        #: the variance rule in use (set by use_prior: ``variance`` or the prior's own rule)
+        self.variance_rule: str | None = None
         self.prior = None
         self._schedule: RespacedSchedule | None = None
         #: after restore: {"f": (B,), "mask": (B, 1, H, W)} for the blind low-light model, else None
@@ -264,6 +282,12 @@ class GDP(Method):
         if self.steps > T:
             raise ValueError(f"GDP steps={self.steps} exceeds the prior's {T} training steps; use steps <= {T}")
         self._schedule = respaced_schedule(prior.betas, self.steps, self.device)
+        learned = bool(getattr(prior, "learn_sigma", False))
+        own = getattr(prior, "variance", "learned_range" if learned else "fixed_large")
+        if own == "learned_range" and not learned:
+            raise ValueError("GDP: the prior says variance=learned_range but has no variance output "
+                             "(learn_sigma=false). Fix: model.diffusion.variance=fixed_large or fixed_small")
+        self.variance_rule = self.variance or own
 
     # ------------------------------------------------------------------------------ sampling
     def _p_mean_variance(self, x_t: Tensor, j: int, grid: losses.PatchGrid):
@@ -274,38 +298,52 @@ class GDP(Method):
         x0 = s.sqrt_recip_abar[j] * xp - s.sqrt_recipm1_abar[j] * eps.to(xp.dtype)
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
-        if v is None:
-            log_var = s.log_var_min[j].expand_as(x_t)
-        else:
+        if self.variance_rule == "learned_range":
+            if v is None:
+                raise ValueError("GDP: variance=learned_range needs a learned-sigma prior (2C output channels)")
             frac = (v.to(xp.dtype) + 1) / 2
             log_var = grid.untile(frac * s.log_var_max[j] + (1 - frac) * s.log_var_min[j])
+        else:  # fixed_small / fixed_large (a learned-sigma net's variance channels are ignored)
+            table = s.log_var_min if self.variance_rule == "fixed_small" else s.log_var_large
+            log_var = table[j].expand_as(x_t)
         x0 = grid.untile(x0)
         return s.coef1[j] * x0 + s.coef2[j] * x_t, log_var, x0
 
-    def _guidance(self, y: Tensor, degradation: Degradation, shape, generators) -> Guidance:
+    def guidance_view(self, task_name: str, picture_hw: tuple, image_hw: tuple) -> str:
+        """``method.view``, else the official view of the task (:data:`OFFICIAL_VIEWS`), else the
+        measurement picture when it has the image's size and ``pinv`` otherwise."""
+        if self.view is not None:
+            return self.view
+        official = official_view(task_name)
+        if official is not None:
+            return official
+        return "measurement" if tuple(picture_hw) == tuple(image_hw) else "pinv"
+
+    def _guidance(self, y: Tensor, degradation: Degradation, shape, generators, grid=None) -> Guidance:
         task = degradation.task.name
         s = self.scale if self.scale is not None else official_scale(task)
         if s is None:
             raise ValueError(self.unsupported_reason(degradation.task))
-        if self.rescale:
-            s = effective_scale(s, int(self.prior.betas.numel()), self.steps, shape[0] * shape[1] * shape[2])
-        self.last_scale = float(s)
-        kw = dict(scale=float(s), distance=losses.distance_fn(self.distance), lr=self.lr_degradation,
-                  **self.quality)
+        factor = (effective_scale(1.0, int(self.prior.betas.numel()), self.steps, shape[0] * shape[1] * shape[2])
+                  if self.rescale else 1.0)
+        self.last_scale = float(s) * factor
+        color_pm = self.color_colorize * factor if task.startswith("colorize") else 0.0
+        kw = dict(scale=self.last_scale, distance=losses.distance_fn(self.distance), lr=self.lr_degradation,
+                  color_pm=color_pm, **self.quality)
         op = degradation.operator
         if degradation.linear:
             if self.learn_degradation:
                 raise ValueError(self.unsupported_reason(degradation.task))
-            target = op.measurement_image(y)
-            if tuple(target.shape[-2:]) == tuple(shape[-2:]):  # deblur, colorize, inpaint, denoise
-                return Guidance(lambda x: op.measurement_image(op.A(x)), target, **kw)
-            return Guidance(lambda x: op.image(op.pinv(op.A(x))), op.image(op.pinv(y)), **kw)  # sr
+            picture = op.measurement_image(y)
+            if self.guidance_view(task, picture.shape[-2:], shape[-2:]) == "measurement":  # deblur, colorize
+                return Guidance(lambda x: op.measurement_image(op.A(x)), picture, **kw)
+            return Guidance(lambda x: op.image(op.pinv(op.A(x))), op.image(op.pinv(y)), **kw)  # sr, inpaint
         if self.learn_degradation is False:
             return Guidance(op.A, y, **kw)
         B, dev = y.shape[0], y.device
         f = seeding.randn(generators, (1, 1, 1), dev) / 100  # official randn(1)/100
         mask = seeding.rand(generators, (1, *shape[-2:]), dev) / 1e4  # official rand(H, W)/1e4
-        return Guidance(None, y, f=f.reshape(B, 1, 1, 1), mask=mask, **kw)
+        return Guidance(None, y, f=f.reshape(B, 1, 1, 1), mask=mask, grid=grid, **kw)
 
     def restore(self, y: Tensor, degradation: Degradation, generators: list[torch.Generator]) -> Tensor:
         if self.prior is None:
@@ -314,7 +352,7 @@ class GDP(Method):
         p = self.patch_size or int(self.prior.image_size)
         grid = losses.PatchGrid(shape[1], shape[2], p, self.patch_stride or max(p // 2, 1))
         x_T = seeding.randn(generators, shape, self.device)
-        guidance = self._guidance(y.to(self.device), degradation, shape, generators)
+        guidance = self._guidance(y.to(self.device), degradation, shape, generators, grid)
         with torch.no_grad():
             x0 = SAMPLERS[self.variant](
                 lambda x_t, j: self._p_mean_variance(x_t, j, grid), x_T, self._schedule.num_steps,
@@ -333,10 +371,17 @@ class GDP(Method):
             "scale_rule": ("per step s*(T/steps)*(C*H*W/(3*256*256)) on the mean-over-pixels loss"
                            if self.rescale else "per step s on the mean-over-pixels loss"),
             "distance": self.distance, **self.quality, "lr_degradation": self.lr_degradation,
+            "view": self.view or f"official per task {OFFICIAL_VIEWS}, else measurement picture if full size",
+            "color_colorize": self.color_colorize,
+            "color_colorize_rule": ("colorize* tasks: + color_colorize * L_color(x in [-1, 1]) per image, "
+                                    "rescaled like s, not multiplied by s"),
+            "variance": self.variance_rule or (self.variance or "prior's rule"),
+            "variance_requested": self.variance or "null (prior's own rule)",
             "learn_degradation": self.learn_degradation, "clip_denoised": self.clip_denoised,
             "patch_size": self.patch_size or "prior image_size",
             "patch_stride": self.patch_stride or "patch_size//2",
             "model": self.model.get("name"), "sampler": "guided-diffusion DDPM ancestral, respaced",
             "nfe": "steps x patches per image",
+            "degradation_update": "blind (f, M): per-patch L_tot means, per-patch steps averaged (official)",
             "prior": getattr(self.prior, "info", None),
         }

@@ -1,4 +1,4 @@
-"""GDP's losses and patch grid (Fei et al., CVPR 2023): pure tensor functions, no config, no RNG.
+"""GDP's losses, patch grid and guidance (Fei et al., CVPR 2023): tensor code, no config, no RNG.
 
 Everything works on [0, 1] images (B, C, H, W) and returns one value per image, shape (B,), so a
 batch's sum has per-image gradients (batch-composition independence).
@@ -7,9 +7,10 @@ batch's sum has per-image gradients (batch-composition independence).
   official one (``mse = ((x_in_lr - x_lr) ** 2).mean(dim=(1, 2, 3))`` in every official
   ``sample_*.py``); :func:`ssim_distance` (1 - SSIM, 11-tap Gaussian window, sigma 1.5,
   K1 = 0.01, K2 = 0.03, data range 1) is offered because the paper names it; official never uses it.
-* Quality losses ``Q`` ("adopted from Zero-DCE", official ``scripts/MyLoss.py``; the low-light
-  script builds ``L_exp(8, 0.3)``, ``L_color()``, ``L_TV()`` but the line that would use them is
-  commented out):
+* Quality losses ``Q`` ("adopted from Zero-DCE", official ``scripts/MyLoss.py``). The colorization
+  scripts (``sample_x0_color.py``, ``sample_color.py``) use ``L_color`` (``- 500 * mean(L_color(x))``
+  on x in [-1, 1], GDP's ``color_colorize``); the low-light script builds ``L_exp(8, 0.3)``,
+  ``L_color()``, ``L_TV()`` but the line that would use them is commented out:
 
   - :func:`exposure_loss` = MyLoss ``L_exp``: channel mean, ``AvgPool2d(patch)``, then
     ``mean((pool - E) ** 2)``; squared, as the code (the slides print ``|R_k - E|``).
@@ -19,8 +20,10 @@ batch's sum has per-image gradients (batch-composition independence).
   - :func:`tv_loss` = MyLoss ``L_TV`` on the illumination mask M (H, W):
     ``2 * (sum(dh^2) / ((H-1) W) + sum(dw^2) / (H (W-1)))``.
 
-  The commented-out official line weights them ``s/100`` (exposure), ``s/200`` (color) and ``s``
+  The commented-out low-light line weights them ``s/100`` (exposure), ``s/200`` (color) and ``s``
   (TV) against ``s`` for the MSE, i.e. ``exposure=0.01, color=0.005, tv=1`` in :class:`GDP` units.
+* :func:`degradation_step`: the blind (f, M) update, per patch of a :class:`PatchGrid` as upstream.
+* :class:`Guidance`: L_tot per image and the mean shift the GDP samplers add (``bench/methods/gdp.py``).
 * :class:`PatchGrid`: official ``overlapping_grid_indices`` (low-light / HDR samplers): corners at
   ``range(0, H - p + 1, stride)`` plus ``H - p`` (same for W); overlapping outputs are averaged.
   We drop the duplicate corner that upstream gets when ``(H - p) % stride == 0`` (upstream runs
@@ -28,6 +31,9 @@ batch's sum has per-image gradients (batch-composition independence).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -113,12 +119,21 @@ def lowlight_model(x: Tensor, f: Tensor, mask: Tensor) -> Tensor:
 
 
 def degradation_step(x: Tensor, y: Tensor, f: Tensor, mask: Tensor, lr: float, distance=mse,
-                     tv: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+                     tv: float = 0.0, grid: "PatchGrid | None" = None) -> tuple[Tensor, Tensor, Tensor]:
     """One plain gradient step on (f, M) for fixed x (Algorithm 2: phi <- phi - l grad_phi L).
 
-    Official: ``light_factor - grad(mse, light_factor)`` and the same for the mask (lr 1). Returns
-    (new f, new M, loss per image before the step). Used by the sampler's guidance and tested alone.
+    Official: ``light_factor - grad(mse, light_factor)`` and the same for the mask (lr 1). With a
+    ``grid`` of several patches, upstream's per-patch rule (``gaussian_diffusion_x0_enhancement_
+    direct.py::p_sample``): every patch's loss is a mean over that patch, every patch steps its own copy
+    of (f, M) from the pre-step values, and the new f is the mean of the patches' f, the new M the mean
+    of the patches' M where they overlap (``grid.untile``). Returns (new f, new M, loss per image before
+    the step; with patches the mean of its patches' losses). Used by the sampler's guidance and tested.
     """
+    b = x.shape[0]
+    tiled = grid is not None and not grid.whole
+    if tiled:  # (B, ...) -> (B * P, ...), patch-major per image; f repeated per patch
+        x, y, mask = grid.tile(x), grid.tile(y), grid.tile(mask)
+        f = f.repeat_interleave(grid.count, 0)
     with torch.enable_grad():
         f = f.detach().requires_grad_(True)
         mask = mask.detach().requires_grad_(True)
@@ -126,7 +141,11 @@ def degradation_step(x: Tensor, y: Tensor, f: Tensor, mask: Tensor, lr: float, d
         if tv:
             loss = loss + tv * tv_loss(mask)
         gf, gm = torch.autograd.grad(loss.sum(), (f, mask))
-    return (f - lr * gf).detach(), (mask - lr * gm).detach(), loss.detach()
+    f, mask, loss = (f - lr * gf).detach(), (mask - lr * gm).detach(), loss.detach()
+    if tiled:
+        f = f.reshape(b, grid.count, *f.shape[1:]).mean(1)
+        mask, loss = grid.untile(mask), loss.reshape(b, grid.count).mean(1)
+    return f, mask, loss
 
 
 # ------------------------------------------------------------------------------------ patch grid
@@ -183,3 +202,55 @@ class PatchGrid:
         for k, (i, j) in enumerate(self.corners):
             out[:, :, i:i + p, j:j + p] += parts[:, k]
         return out / self.coverage(patches.device, patches.dtype)
+
+
+# -------------------------------------------------------------------------------------- guidance
+@dataclass
+class Guidance:
+    """L_tot = distance(D(x), target) + Q(x) per image, and the mean shift
+    ``-grad_x (scale * L_tot + color_pm * L_color(x))`` (x in [-1, 1]).
+
+    ``predict`` maps a [0, 1] image to the comparison space (fixed D); with ``f``/``mask`` set the
+    blind model ``f x + M`` is used instead and updated by :func:`degradation_step`
+    (per patch of ``grid``). ``color_pm`` is the colorization scripts' absolute colour-constancy
+    weight on the [-1, 1] image, already rescaled.
+    """
+
+    predict: Callable[[Tensor], Tensor] | None
+    target: Tensor
+    scale: float
+    distance: Callable[[Tensor, Tensor], Tensor]
+    exposure: float = 0.0
+    exposure_patch: int = 8
+    exposure_level: float = 0.3
+    color: float = 0.0
+    tv: float = 0.0
+    lr: float = 1.0
+    color_pm: float = 0.0
+    f: Tensor | None = None
+    mask: Tensor | None = None
+    grid: PatchGrid | None = None
+
+    def loss(self, x01: Tensor) -> Tensor:
+        pred = self.predict(x01) if self.f is None else lowlight_model(x01, self.f, self.mask)
+        total = self.distance(pred, self.target)
+        if self.exposure:
+            total = total + self.exposure * exposure_loss(x01, self.exposure_patch, self.exposure_level)
+        if self.color:
+            total = total + self.color * color_loss(x01)
+        return total
+
+    def __call__(self, x: Tensor) -> Tensor:
+        grad = torch.zeros_like(x)
+        if self.scale or self.color_pm:
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                total = self.scale * self.loss((x_in + 1) / 2) if self.scale else 0.0
+                if self.color_pm:  # official colorization: - 500 * L_color(x) on x in [-1, 1]
+                    total = total + self.color_pm * color_loss(x_in)
+                grad = -torch.autograd.grad(total.sum(), x_in)[0]
+        if self.f is not None:  # Algorithm 2: phi <- phi - l grad_phi L_tot (same, pre-update phi)
+            self.f, self.mask, _ = degradation_step(
+                (x.detach() + 1) / 2, self.target, self.f, self.mask, self.lr, self.distance, self.tv,
+                grid=self.grid)
+        return grad

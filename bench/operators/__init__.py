@@ -6,6 +6,7 @@ Every operator is built as ``Cls(channels, size, device="cpu", *, seed=0, **para
 from .base import LinearOperator
 from .colorize import Colorization
 from .deblur import Deblurring, GaussianDeblur, SeparableOperator, UniformDeblur, conv_matrix_1d
+from .deblur_gdp import GDPDeblur, gdp_kernel
 from .denoise import Denoising, SpectralOperator
 from .inpaint import Inpainting
 from .lowlight import LowLight
@@ -24,6 +25,7 @@ OPERATORS = {
         Deblurring,
         GaussianDeblur,
         UniformDeblur,
+        GDPDeblur,
         LowLight,
     )
 }
@@ -41,8 +43,10 @@ __all__ = [
     "Deblurring",
     "GaussianDeblur",
     "UniformDeblur",
+    "GDPDeblur",
     "LowLight",
     "OPERATORS",
     "bicubic_kernel",
     "conv_matrix_1d",
+    "gdp_kernel",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from bench import seeding
@@ -21,9 +22,9 @@ from bench.cli import build_task
 from bench.diffusion import space_timesteps
 from bench.methods import gdp_losses as L
 from bench.methods.gdp import (
-    GDP, OFFICIAL_SCALES, Guidance, effective_scale, official_scale, respaced_schedule,
+    GDP, OFFICIAL_SCALES, OFFICIAL_VIEWS, Guidance, effective_scale, official_scale, respaced_schedule,
 )
-from bench.operators import Colorization, Inpainting, LowLight, SuperResolution
+from bench.operators import Colorization, GDPDeblur, Inpainting, LowLight, SuperResolution
 from bench.tasks import Degradation, Task
 from tests.conftest import CONF_DIR, compose, run_cli
 
@@ -72,6 +73,7 @@ def guided_diffusion_tables(betas: np.ndarray, use: list[int]) -> dict:
     pv = b * (1 - prev) / (1 - abar)
     return {"coef1": b * np.sqrt(prev) / (1 - abar), "coef2": (1 - prev) * np.sqrt(1 - b) / (1 - abar),
             "log_var_min": np.log(np.append(pv[1], pv[1:])), "log_var_max": np.log(b),
+            "log_var_large": np.log(np.append(pv[1], b[1:])),  # ModelVarType.FIXED_LARGE
             "sqrt_recip_abar": np.sqrt(1 / abar), "sqrt_recipm1_abar": np.sqrt(1 / abar - 1)}
 
 
@@ -110,6 +112,48 @@ def test_task_support_and_errors(tiny_model):
         make_gdp(tiny_model, steps=1001)
 
 
+class FakePrior:
+    """Duck-typed prior attributes only (no network): what GDP reads to pick its variance rule."""
+
+    def __init__(self, learn_sigma: bool, variance: str | None):
+        self.betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+        self.image_size, self.learn_sigma = 8, learn_sigma
+        if variance is not None:
+            self.variance = variance
+
+
+def test_variance_rule_follows_the_prior_and_can_be_overridden(tiny_model):
+    """null = the prior's own rule (guided-diffusion: learned range with learned sigma, else the config's
+    diffusion.variance, fixed_large by default); fixed_small / fixed_large override, even a learned one."""
+    cases = [((True, "learned_range"), None, "learned_range"), ((False, "fixed_large"), None, "fixed_large"),
+             ((False, "fixed_small"), None, "fixed_small"), ((False, None), None, "fixed_large"),
+             ((True, "learned_range"), "fixed_small", "fixed_small"),
+             ((False, "fixed_large"), "fixed_small", "fixed_small")]
+    for (learned, own), override, want in cases:
+        m = GDP({"name": "fake"}, steps=5, variance=override)
+        m.use_prior(FakePrior(learned, own), "cpu")
+        assert m.variance_rule == want == m.describe()["variance"], (learned, own, override)
+    with pytest.raises(ValueError, match="learn_sigma=false"):
+        GDP({"name": "fake"}, steps=5).use_prior(FakePrior(False, "learned_range"), "cpu")
+    with pytest.raises(ValueError, match=r"variance='learned_range'.*fixed_small"):
+        GDP(tiny_model, variance="learned_range")
+    # what the sampler uses: the learned interpolation, or the fixed tables (learned channels ignored)
+    x_t, grid = torch.randn(1, 3, SIZE, SIZE), L.PatchGrid(SIZE, SIZE, SIZE, SIZE // 2)
+    for variance, table in (("fixed_small", "log_var_min"), ("fixed_large", "log_var_large"), (None, None)):
+        m = make_gdp(tiny_model, steps=5, variance=variance)
+        for j in (1, 3):
+            _, log_var, _ = m._p_mean_variance(x_t, j, grid)
+            s = m._schedule
+            if table is None:  # learned range: strictly inside [min, max] per pixel, not constant
+                assert m.variance_rule == "learned_range" and log_var.std() > 0
+                inside = (log_var >= s.log_var_min[j] - 1e-6) & (log_var <= s.log_var_max[j] + 1e-6)
+                assert bool(inside.all())
+            else:
+                torch.testing.assert_close(log_var, getattr(s, table)[j].expand_as(log_var))
+    s = m._schedule
+    assert bool((s.log_var_large[1:] > s.log_var_min[1:]).all())  # beta_t > posterior variance
+
+
 # ------------------------------------------------------------------------------ the official loss
 @pytest.mark.parametrize("op_cls, official_view", [
     (functools.partial(SuperResolution, factor=4), "pinv"),  # sample_x0_sr4.py: H_pinv(H(x))
@@ -135,6 +179,97 @@ def test_guidance_is_the_official_gradient(op_cls, official_view):
     gdp = GDP({"name": "none"}, scale=s, rescale=False)
     guidance = gdp._guidance(y, deg, (3, 16, 16), gens([0, 1]))
     torch.testing.assert_close(guidance(x), want, rtol=1e-5, atol=1e-9)
+
+
+def official_gkern(kernlen: int, nsig: float) -> torch.Tensor:
+    """Official GDP ``gkern`` (sample_x0_blur.py), transcribed with scipy, cast to float32 as upstream."""
+    import scipy.stats as st
+
+    interval = (2 * nsig + 1.0) / kernlen
+    x = np.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1)
+    kern1d = np.diff(st.norm.cdf(x))
+    raw = np.sqrt(np.outer(kern1d, kern1d))
+    return torch.from_numpy((raw / raw.sum()).astype(np.float32))
+
+
+def test_deblur_gdp_guidance_is_the_official_blur_cond_fn():
+    """sample_x0_blur.py ``blur_cond_fn``: valid 9x9 gkern blur of (x+1)/2 against the 248-px-style
+    y picture (here 24 -> 16), mean over its pixels; our view for deblur_gdp is that picture."""
+    op = GDPDeblur(3, 24)
+    x = torch.rand(2, 3, 24, 24) * 2 - 1
+    y = op.A(smooth_images(2, 24))
+    s = 6000.0
+    w = official_gkern(9, 2)[None, None]
+    x_in = x.clone().requires_grad_(True)
+    blurred = torch.cat([F.conv2d(((x_in + 1) / 2)[:, c:c + 1], w) for c in range(3)], 1)
+    loss = -(((blurred - y.view(2, 3, 16, 16)) ** 2).mean(dim=(1, 2, 3)).sum() * s)
+    want = torch.autograd.grad(loss, x_in)[0]
+    gdp = GDP({"name": "none"}, scale=s, rescale=False)
+    deg = Degradation(conf_task("deblur_gdp"), op, 0.0)
+    assert OFFICIAL_VIEWS["deblur"] == "measurement" and gdp.guidance_view("deblur_gdp", (16, 16), (24, 24)) == \
+        "measurement"
+    guidance = gdp._guidance(y, deg, (3, 24, 24), gens([0, 1]))
+    assert guidance.target.shape == (2, 3, 16, 16) and guidance.color_pm == 0
+    # float32 SVD path vs upstream's float32 conv2d: agree to ~1e-5 of the largest entry
+    torch.testing.assert_close(guidance(x), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    # size rule alone would have picked pinv (the measurement is smaller than the image)
+    assert GDP({"name": "none"}).guidance_view("my_blur", (16, 16), (24, 24)) == "pinv"
+
+
+def color_constancy_and_grad(x: torch.Tensor):
+    """MyLoss L_color and its gradient written out: k = sqrt(sum_{a<b} D_ab^2), D_ab = (m_a - m_b)^2,
+    dk/dm_a = (2/k) sum_{b != a} D_ab (m_a - m_b), dm_a/dx_a(pixel) = 1/(H W)."""
+    b, _, h, w = x.shape
+    m = x.double().mean((2, 3))
+    d = (m[:, :, None] - m[:, None, :]) ** 2  # D_ab, (B, 3, 3)
+    k = torch.sqrt(d[:, 0, 1] ** 2 + d[:, 0, 2] ** 2 + d[:, 1, 2] ** 2)
+    dk_dm = (2 / k)[:, None] * (d * (m[:, :, None] - m[:, None, :])).sum(2)
+    return k, (dk_dm / (h * w))[:, :, None, None].expand(b, 3, h, w)
+
+
+def test_colorize_colour_term_value_gradient_and_units(tiny_model):
+    """Official sample_x0_color.py: loss = -s * mse - 500 * L_color(x), x in [-1, 1] (per image here)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    x[1, 0] += 0.4  # a colour cast
+    k, dk = color_constancy_and_grad(x)
+    torch.testing.assert_close(L.color_loss(x).double(), k, rtol=1e-5, atol=1e-9)
+    op = Colorization(3, 16)
+    deg = Degradation(conf_task("colorize"), op, 0.0)
+    y = op.A(smooth_images(2, 16))
+    only_color = GDP({"name": "none"}, scale=0.0, rescale=False)._guidance(y, deg, (3, 16, 16), gens([0, 1]))
+    assert only_color.color_pm == 500.0
+    torch.testing.assert_close(only_color(x).double(), -500.0 * dk, rtol=1e-4, atol=1e-9)
+    # the units of L_color on [-1, 1]: 4 x L_color on [0, 1]
+    torch.testing.assert_close(L.color_loss(x), 4 * L.color_loss((x + 1) / 2), rtol=1e-5, atol=1e-9)
+    # with the MSE term, literally the official loss, one image at a time (upstream divides by its batch)
+    s = 6000.0
+    gdp = GDP({"name": "none"}, scale=s, rescale=False)
+    guidance = gdp._guidance(y, deg, (3, 16, 16), gens([0, 1]))
+    want = []
+    for i in range(2):
+        x_in = x[i:i + 1].clone().requires_grad_(True)
+        gray = lambda v: v.view(1, 1, 16, 16).repeat(1, 3, 1, 1)  # noqa: E731
+        mse = ((gray(op.A((x_in + 1) / 2)) - gray(y[i:i + 1])) ** 2).mean(dim=(1, 2, 3)).sum()
+        loss = -mse * s - L.color_loss(x_in).mean() * 500
+        want.append(torch.autograd.grad(loss, x_in)[0])
+    torch.testing.assert_close(guidance(x), torch.cat(want), rtol=1e-5, atol=1e-8)
+    # rescaled like s: (T / K) * (N / N_ref), and not multiplied by s
+    m = make_gdp(tiny_model, steps=10, scale=0.0)
+    assert m._guidance(y, deg, (3, 16, 16), gens([0, 1])).color_pm == pytest.approx(500 * 100 * 768 / 196608)
+    # on by default for colorize only; color_colorize=0 turns it off
+    for task_name, on in (("colorize", True), ("sr4", False), ("inpaint", False), ("deblur_gdp", False),
+                          ("deblur_gauss", False)):
+        task = conf_task(task_name)
+        d = task.build(16)
+        gd = GDP({"name": "none"}, rescale=False)._guidance(d.degrade(smooth_images(1, 16), gens([0])), d,
+                                                            (3, 16, 16), gens([0]))
+        assert (gd.color_pm == 500.0) == on, task_name
+    off = GDP({"name": "none"}, rescale=False, color_colorize=0)._guidance(y, deg, (3, 16, 16), gens([0, 1]))
+    assert off.color_pm == 0
+    assert GDP(tiny_model).describe()["color_colorize"] == 500.0
+    with pytest.raises(ValueError, match="color_colorize=-1"):
+        GDP(tiny_model, color_colorize=-1)
 
 
 class SpyPrior:
@@ -230,6 +365,42 @@ def test_sampler_recovers_known_lowlight_degradation():
     assert (out - x_star).abs().max() < 1e-3
 
 
+def test_lowlight_patch_update_is_the_mean_of_per_patch_steps():
+    """Upstream (gaussian_diffusion_x0_enhancement_direct.py::p_sample): each 256-px patch takes its own
+    (f, M) gradient step on its own mean loss from the pre-step values; the new f is the patches' mean,
+    the new M the mean over the patches covering a pixel. Here: 96x128 images, 64-px patches at stride
+    32, an exact prior (x~0 == x* in every patch), one sampling step, the step computed independently."""
+    H, W, p, lr = 96, 128, 64, 1.0
+    g = torch.Generator().manual_seed(7)
+    level = torch.tensor([0.2, 0.5, 0.8]).view(1, 3, 1, 1)  # constant colours: every patch's x* is the same
+    x = level.expand(2, 3, H, W)
+    f_true, m_true = torch.tensor([0.3, 0.2]).view(2, 1, 1, 1), 0.05 * torch.rand(2, 1, H, W, generator=g)
+    y = f_true * x + m_true
+    m = GDP({"name": "delta"}, steps=1, scale=0.0, patch_size=p, lr_degradation=lr)
+    m.use_prior(DeltaPrior(level.expand(1, 3, p, p) * 2 - 1), "cpu")
+    m.restore(y, Degradation(conf_task("lowlight"), LowLight(3, H), 0.0), gens([0, 1]))
+    g2 = gens([0, 1])  # the initial (f, M), drawn in restore's order: x_T, f, M
+    seeding.randn(g2, (3, H, W), "cpu")
+    f0 = (seeding.randn(g2, (1, 1, 1), "cpu") / 100).view(2, 1, 1, 1)
+    m0 = seeding.rand(g2, (1, H, W), "cpu") / 1e4
+    corners = [(i, j) for i in (0, 32) for j in (0, 32, 64)]  # overlapping_grid_indices(96x128, 64, 32)
+    m_sum, cover, f_new = torch.zeros(2, 1, H, W), torch.zeros(1, 1, H, W), torch.zeros(2, 1, 1, 1)
+    for i, j in corners:
+        sl = (slice(None), slice(None), slice(i, i + p), slice(j, j + p))
+        r = f0 * x[sl] + m0[sl] - y[sl]  # residual of the patch
+        m_sum[sl] += m0[sl] - lr * 2 / (3 * p * p) * r.sum(1, keepdim=True)  # d/dM of mean over 3 p^2
+        f_new += f0 - lr * 2 / (3 * p * p) * (r * x[sl]).sum((1, 2, 3), keepdim=True)
+        cover[sl] += 1
+    want_m, want_f = m_sum / cover, f_new / len(corners)
+    got = m.last_degradation
+    torch.testing.assert_close(got["mask"], want_m, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(got["f"], want_f.view(2), rtol=1e-4, atol=1e-6)  # float32 sums of 3 p^2 terms
+    # the whole-image mean (the old rule) steps M by p^2 / (H W) = 1/3 of that
+    r = f0 * x + m0 - y
+    whole = -lr * 2 / (3 * H * W) * r.sum(1, keepdim=True)
+    torch.testing.assert_close((got["mask"] - m0) / whole, torch.full_like(whole, H * W / p**2), rtol=1e-3, atol=0)
+
+
 def test_lowlight_known_operator_guidance(tiny_model):
     """learn_degradation=false guides through the task's own y = 0.25 x^2 (no f, M). Its gradient
     0.5 x vanishes on black pixels, so the pull is weaker than for linear tasks (measured ratio ~0.66)."""
@@ -296,7 +467,7 @@ def test_lowlight_patches_non_square(tiny_model):
 
 
 # ----------------------------------------------------------------------- Method API, every task
-TASKS = ["sr4", "sr4_bicubic", "sr4_noisy", "deblur_gauss", "deblur_uniform", "denoise", "inpaint",
+TASKS = ["sr4", "sr4_bicubic", "sr4_noisy", "deblur_gauss", "deblur_uniform", "deblur_gdp", "denoise", "inpaint",
          "colorize", "lowlight"]
 
 
@@ -339,3 +510,20 @@ def test_cli_runs(tmp_path: Path, method, task):
     assert proc.returncode == 0
     pngs = sorted(tmp_path.glob(f"sample/{task}/{method}/*/images/*.png"))
     assert len(pngs) == 2, (proc.stdout, proc.stderr)
+
+
+@pytest.mark.slow
+def test_cli_deblur_gdp_manifest_names_preprocessing_and_variance(tmp_path: Path):
+    """GDP on the new task through the real CLI; the manifest names the preprocessing and variance rule."""
+    import json
+
+    run_cli("method=gdp_x0", "task=deblur_gdp", "model=adm_tiny", "steps=2", "dataset.limit=1",
+            "dataset.image_size=32", results_root=tmp_path)
+    (run,) = [p.parent for p in tmp_path.rglob("manifest.json")]
+    man = json.loads((run / "manifest.json").read_text())
+    assert "center_crop_arr" in man["dataset"]["preprocessing"] and "bit-exact" in man["dataset"]["preprocessing"]
+    assert man["method"]["variance"] == "learned_range" and man["task"]["name"] == "deblur_gdp"
+    from bench.imageio import read_png_u8
+
+    assert read_png_u8(next((run / "degraded").glob("*.png"))).shape == (3, 24, 24)  # the valid-blurred y
+    assert read_png_u8(next((run / "images").glob("*.png"))).shape == (3, 32, 32)

@@ -19,12 +19,14 @@ from bench.operators import (
     Deblurring,
     Denoising,
     GaussianDeblur,
+    GDPDeblur,
     Inpainting,
     LinearOperator,
     SRConv,
     SuperResolution,
     UniformDeblur,
     bicubic_kernel,
+    gdp_kernel,
 )
 
 F64 = torch.float64
@@ -70,6 +72,25 @@ def conv_same(kernel, x):
     w = torch.outer(k, k)[None, None]
     b, c, n, _ = x.shape
     return F.conv2d(x.reshape(b * c, 1, n, n), w, padding=k.numel() // 2).reshape(b, -1)
+
+
+def conv_valid(kernel2d, x):
+    """Per-channel valid correlation with a 2-D kernel (F.conv2d, padding=0), flat (B, C*m*m)."""
+    w = torch.as_tensor(kernel2d, dtype=F64)[None, None]
+    b, c, n, _ = x.shape
+    return F.conv2d(x.reshape(b * c, 1, n, n), w, padding=0).reshape(b, -1)
+
+
+def official_gkern(kernlen, nsig):
+    """Official GDP ``gkern`` (scripts/sample_x0_blur.py), transcribed with scipy: a 2-D array."""
+    import numpy as np
+    import scipy.stats as st
+
+    interval = (2 * nsig + 1.0) / kernlen
+    x = np.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kernlen + 1)
+    kern1d = np.diff(st.norm.cdf(x))
+    kernel_raw = np.sqrt(np.outer(kern1d, kern1d))
+    return torch.from_numpy(kernel_raw / kernel_raw.sum())
 
 
 def ref_kron(kernel, n, stride, reflect, thr, official_taps=False):
@@ -123,6 +144,12 @@ CASES = [
         "deblur_uniform",
         lambda d: UniformDeblur(3, 12, d, kernel_size=5, zero_threshold=1e-6),
         ref_kron([0.2] * 5, 12, 1, False, 1e-6),
+    ),
+    ("deblur_gdp", lambda d: GDPDeblur(3, 12, d), lambda op, x: conv_valid(official_gkern(9, 2), x)),
+    (
+        "deblur_gdp_5",
+        lambda d: GDPDeblur(3, 10, d, kernel_size=5, nsig=1.5),
+        lambda op, x: conv_valid(official_gkern(5, 1.5), x),
     ),
 ]
 IDS = [c[0] for c in CASES]
@@ -315,6 +342,31 @@ def test_deblur_threshold_modes():
     close(op2.A(x), (x.reshape(2, 3, -1) @ a2.T).reshape(2, -1))
 
 
+def test_gdp_kernel_is_official_gkern():
+    """GDP's gkern(9, 2): separable (the 2-D kernel is the outer product of our 1-D taps), std 2.18 px,
+    and the operator is the valid convolution 256 -> 248 (row r of H1 reads pixels r .. r + 8)."""
+    k = gdp_kernel(9, 2.0)
+    close(torch.outer(k, k), official_gkern(9, 2), 1e-12)
+    t = torch.arange(9, dtype=F64) - 4
+    assert abs(float((k * t * t).sum().sqrt()) - 2.1839) < 1e-3
+    close(k, k.flip(0), 1e-12)
+    op = GDPDeblur(3, 256)
+    assert op.M == 3 * 248 * 248 and op.small == 248 and op.describe()["measurement_size"] == 248
+    h = op._masters["h_small"].cpu()
+    assert h.shape == (248, 256)
+    close(h[0, :9], k)
+    close(h[247, 247:], k)
+    assert float(h[0, 9:].abs().max()) == 0 and float(h[5, :5].abs().max()) == 0
+    x = torch.rand(1, 3, 256, 256, dtype=F64, generator=torch.Generator().manual_seed(0))
+    y = op.A(x)
+    close(y, conv_valid(official_gkern(9, 2), x))
+    assert op.measurement_image(y).shape == (1, 3, 248, 248)
+    s = op.singulars(F64)
+    assert bool((s > 0).all()) and float(s.min()) < 1e-5  # exact blur: tiny but nonzero singular values
+    thr = GDPDeblur(3, 32, zero_threshold=0.03)
+    assert bool((thr.singulars(F64) == 0).any())
+
+
 @pytest.mark.parametrize(
     "build, words",
     [
@@ -331,6 +383,9 @@ def test_deblur_threshold_modes():
         (lambda: Deblurring(3, 8, kernel=[1.0], zero_threshold=-1), ["zero_threshold=-1", "[0.0, inf]"]),
         (lambda: Deblurring(3, 8, kernel=[1.0], threshold_on="3d"), ["threshold_on='3d'", "1d"]),
         (lambda: Colorization(1, 8), ["channels=1", "channels=3"]),
+        (lambda: GDPDeblur(3, 8), ["size=8", ">= 9"]),
+        (lambda: GDPDeblur(3, 16, kernel_size=4), ["kernel_size=4", "odd"]),
+        (lambda: GDPDeblur(3, 16, nsig=0), ["nsig=0", "(0.0, inf]"]),
         (lambda: Denoising(3, 0), ["size=0", ">= 1"]),
     ],
 )
