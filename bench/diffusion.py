@@ -19,6 +19,7 @@ Conventions checked against the official code:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -164,3 +165,75 @@ def split_model_output(out: Tensor, channels: int = 3) -> tuple[Tensor, Tensor |
     if c == 2 * channels:
         return out[:, :channels], out[:, channels:]
     raise ValueError(f"model output has {c} channels; expected {channels} or {2 * channels} (learned sigma)")
+
+
+@dataclass(frozen=True)
+class RespacedSchedule:
+    """guided-diffusion ``SpacedDiffusion`` tables for K kept steps (index j = 0..K-1, ascending)."""
+
+    timesteps: Tensor  # (K,) long: the original index t_j the model is called with
+    sqrt_recip_abar: Tensor
+    sqrt_recipm1_abar: Tensor
+    coef1: Tensor  # posterior mean = coef1 * x0 + coef2 * x_t
+    coef2: Tensor
+    log_var_min: Tensor  # log posterior variance (clipped at j = 0): "fixed small"
+    log_var_max: Tensor  # log beta'_j (the learned range's upper end)
+    log_var_large: Tensor  # log [beta~_1, beta'_1, ..., beta'_{K-1}]: guided-diffusion "fixed large"
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.timesteps.numel())
+
+    def log_variance(self, rule: str, j: int, v: Tensor | None = None) -> Tensor:
+        """log sigma_j^2 of step j under ``rule`` (:data:`VARIANCES`): guided-diffusion's learned range
+        ``frac log beta'_j + (1 - frac) log beta~_j`` with ``frac = (v + 1) / 2`` from the net's variance
+        channels ``v`` (a tensor like v), or the fixed small / large tables (a 0-d tensor)."""
+        if rule == "learned_range":
+            if v is None:
+                raise ValueError("variance=learned_range needs the net's variance channels (a learned-sigma prior, "
+                                 "2C outputs). Fix: method.variance=fixed_small (or null for the prior's own rule)")
+            frac = (v + 1) / 2
+            return frac * self.log_var_max[j] + (1 - frac) * self.log_var_min[j]
+        if rule == "fixed_small":
+            return self.log_var_min[j]
+        if rule == "fixed_large":
+            return self.log_var_large[j]
+        raise ValueError(f"unknown variance rule {rule!r}; allowed: {', '.join(VARIANCES)}")
+
+
+def respaced_schedule(betas: Tensor, steps: int, device, dtype=torch.float32) -> RespacedSchedule:
+    """guided-diffusion ``SpacedDiffusion(space_timesteps(T, [steps]))`` tables for the ancestral samplers
+    (GDP, DPS), computed in float64 and cast to ``dtype`` on ``device``."""
+    T = int(betas.numel())
+    kept = timesteps(steps, T, kind="respaced")
+    b = respaced_betas(alphas_cumprod(betas.to(torch.float64).cpu()), kept)
+    abar = alphas_cumprod(b)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    post_var = b * (1 - abar_prev) / (1 - abar)
+    one = len(kept) == 1  # no beta~_1: both fixed rules fall back to beta'_0 (never used: j = 0 adds no noise)
+    log_min = torch.log(b) if one else torch.log(torch.cat([post_var[1:2], post_var[1:]]))
+    log_large = torch.log(b) if one else torch.log(torch.cat([post_var[1:2], b[1:]]))
+    tables = dict(
+        sqrt_recip_abar=(1 / abar).sqrt(), sqrt_recipm1_abar=(1 / abar - 1).sqrt(),
+        coef1=b * abar_prev.sqrt() / (1 - abar), coef2=(1 - abar_prev) * (1 - b).sqrt() / (1 - abar),
+        log_var_min=log_min, log_var_max=torch.log(b), log_var_large=log_large,
+    )
+    return RespacedSchedule(torch.tensor(kept, dtype=torch.long, device=device),
+                            **{k: v.to(device=device, dtype=dtype) for k, v in tables.items()})
+
+
+
+
+def resolve_variance(override: str | None, prior, who: str) -> str:
+    """The variance rule a sampler uses: ``override`` (a method's ``variance`` option) or the prior's own
+    rule (:attr:`bench.models.prior.DiffusionPrior.variance`); learned_range needs variance channels."""
+    learned = bool(getattr(prior, "learn_sigma", False))
+    rule = override or getattr(prior, "variance", "learned_range" if learned else "fixed_large")
+    if rule not in VARIANCES:
+        raise ValueError(f"{who}: variance={rule!r} is invalid; allowed: null (the prior's rule), "
+                         f"{', '.join(VARIANCES)}")
+    if rule == "learned_range" and not learned:
+        raise ValueError(f"{who}: variance=learned_range but prior {getattr(prior, 'info', {}).get('model')!r} "
+                         "has no variance channels (learn_sigma=false). Fix: method.variance=fixed_small, or "
+                         "model.diffusion.variance=fixed_small | fixed_large")
+    return rule

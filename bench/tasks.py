@@ -19,6 +19,18 @@ import torch
 from bench import seeding
 
 
+def per_task(table: Mapping[str, object], task_name: str):
+    """The value of ``table`` for the first key that prefixes ``task_name`` (None when none does).
+
+    Tables are keyed by task-name prefix ("sr" covers sr4, sr4_bicubic, sr4_noisy; "deblur" covers
+    deblur_gauss, deblur_uniform and deblur_gdp), e.g. :data:`bench.methods.gdp.OFFICIAL_SCALES`.
+    """
+    for prefix, value in table.items():
+        if task_name.startswith(prefix):
+            return value
+    return None
+
+
 @dataclass
 class Task:
     name: str

@@ -7,7 +7,7 @@ DPS2022/diffusion-posterior-sampling; :class:`DPS` wraps it.
 Notation (paper Algorithm 1, eq. (16); code names in brackets), x in [-1, 1]:
 
 * guided-diffusion DDPM ancestral steps over the prior's schedule, respaced to K = ``steps`` kept steps
-  (official: K = T = 1000, no respacing) with SpacedDiffusion's betas (:func:`bench.methods.gdp.
+  (official: K = T = 1000, no respacing) with SpacedDiffusion's betas (:func:`bench.diffusion.
   respaced_schedule`); j = K-1 .. 0, the network is called with the original index t_j.
 * x0^ = clip((x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), -1, 1)  [pred_xstart], clamp inside autograd.
 * x'_{t-1} = mu_t(x0^, x_t) + sigma_t z (no z at j = 0), mu = coef1 x0^ + coef2 x_t; log sigma_t^2 =
@@ -57,8 +57,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.methods.gdp import RespacedSchedule, respaced_schedule
-from bench.diffusion import VARIANCES
+from bench.diffusion import VARIANCES, RespacedSchedule, resolve_variance, respaced_schedule
 from bench.methods.prior_method import PriorMethod, check_choice, check_number, check_steps, per_task
 from bench.tasks import Degradation, Task
 
@@ -71,20 +70,6 @@ REFERENCE_PIXELS = 3 * 256 * 256
 def effective_scale(scale: float, train_steps: int, steps: int, n_pix: int) -> float:
     """zeta * (T / K) * sqrt(N / (3*256*256)) (== zeta for 1000 steps at 256 px)."""
     return float(scale) * (train_steps / steps) * math.sqrt(n_pix / REFERENCE_PIXELS)
-
-
-def log_variance(sched: RespacedSchedule, variance: str, j: int, v: Tensor | None) -> Tensor:
-    """log sigma_j^2 of guided-diffusion's ``learned_range`` / ``fixed_small`` / ``fixed_large``."""
-    if variance == "learned_range":
-        if v is None:
-            raise ValueError("dps: the prior says variance=learned_range but the net returned no variance channels")
-        frac = (v + 1) / 2
-        return frac * sched.log_var_max[j] + (1 - frac) * sched.log_var_min[j]
-    if variance == "fixed_small":
-        return sched.log_var_min[j]
-    if variance == "fixed_large":  # beta'_j, with the clipped posterior variance at j = 0
-        return sched.log_var_min[j] if j == 0 else sched.log_var_max[j]
-    raise ValueError(f"dps: unknown variance rule {variance!r}")
 
 
 def dps_sample(model_output, operator, y_pm: Tensor, sched: RespacedSchedule, variance: str, scale: float,
@@ -104,7 +89,7 @@ def dps_sample(model_output, operator, y_pm: Tensor, sched: RespacedSchedule, va
         with torch.no_grad():
             mean = sched.coef1[j] * x0 + sched.coef2[j] * x
             if j > 0:
-                log_var = log_variance(sched, variance, j, None if v is None else v.detach())
+                log_var = sched.log_variance(variance, j, None if v is None else v.detach())
                 mean = mean + torch.exp(0.5 * log_var) * noise()
             x = mean - scale * grad
     return x.detach()
@@ -144,11 +129,7 @@ class DPS(PriorMethod):
 
     def variance_rule(self) -> str:
         """``method.variance`` if set, else the prior's (learned_range needs the net's variance channels)."""
-        rule = self.variance or self.prior.variance
-        if rule == "learned_range" and not getattr(self.prior, "learn_sigma", True):
-            raise ValueError(f"dps: method.variance=learned_range but prior {self.prior.info.get('model')!r} has "
-                             "no variance channels. Fix: method.variance=fixed_small or null")
-        return rule
+        return resolve_variance(self.variance, self.prior, self.name)
 
     def restore(self, y: Tensor, degradation: Degradation, generators) -> Tensor:
         self._require_prior()

@@ -100,17 +100,15 @@ Choices made here (see ``describe()``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import alphas_cumprod, respaced_betas, timesteps
+from bench.diffusion import RespacedSchedule, resolve_variance, respaced_schedule
 from bench.methods import gdp_losses as losses
 from bench.methods.base import Method
 from bench.methods.gdp_losses import Guidance
-from bench.tasks import Degradation, Task
+from bench.tasks import Degradation, Task, per_task
 
 #: official ``--img_guidance_scale`` defaults by task-name prefix (1000 DDPM steps, 3x256x256)
 OFFICIAL_SCALES = {"sr": 2000.0, "deblur": 6000.0, "colorize": 6000.0, "inpaint": 4000.0, "lowlight": 80000.0}
@@ -125,65 +123,20 @@ REFERENCE_PIXELS = 3 * 256 * 256
 VARIANTS = ("x0", "xt")
 
 
-def _by_prefix(table: dict, task_name: str):
-    for prefix, value in table.items():
-        if task_name.startswith(prefix):
-            return value
-    return None
-
-
 def official_scale(task_name: str) -> float | None:
     """The official default scale for a task (by name prefix), None when upstream has none."""
-    return _by_prefix(OFFICIAL_SCALES, task_name)
+    return per_task(OFFICIAL_SCALES, task_name)
 
 
 def official_view(task_name: str) -> str | None:
     """The official guidance view for a task (by name prefix), None when upstream has none."""
-    return _by_prefix(OFFICIAL_VIEWS, task_name)
+    return per_task(OFFICIAL_VIEWS, task_name)
 
 
 def effective_scale(scale: float, train_steps: int, steps: int, n_pix: int) -> float:
     """Per-step scale for K = ``steps`` respaced steps on an image of ``n_pix`` = C*H*W values:
     ``s * (T / K) * (n_pix / (3*256*256))`` (== s for the official 1000 steps at 256x256)."""
     return float(scale) * (train_steps / steps) * (n_pix / REFERENCE_PIXELS)
-
-
-# --------------------------------------------------------------------------------- the schedule
-@dataclass(frozen=True)
-class RespacedSchedule:
-    """guided-diffusion ``SpacedDiffusion`` tables for K kept steps (index j = 0..K-1, ascending)."""
-
-    timesteps: Tensor  # (K,) long: the original index t_j the model is called with
-    sqrt_recip_abar: Tensor
-    sqrt_recipm1_abar: Tensor
-    coef1: Tensor  # posterior mean = coef1 * x0 + coef2 * x_t
-    coef2: Tensor
-    log_var_min: Tensor  # log posterior variance (clipped at j = 0): "fixed small"
-    log_var_max: Tensor  # log beta'_j (the learned range's upper end)
-    log_var_large: Tensor  # log [beta~_1, beta'_1, ..., beta'_{K-1}]: guided-diffusion "fixed large"
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.timesteps.numel())
-
-
-def respaced_schedule(betas: Tensor, steps: int, device, dtype=torch.float32) -> RespacedSchedule:
-    T = int(betas.numel())
-    kept = timesteps(steps, T, kind="respaced")
-    b = respaced_betas(alphas_cumprod(betas.to(torch.float64).cpu()), kept)
-    abar = alphas_cumprod(b)
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    post_var = b * (1 - abar_prev) / (1 - abar)
-    one = len(kept) == 1  # no beta~_1: both fixed rules fall back to beta'_0 (never used: j = 0 adds no noise)
-    log_min = torch.log(b) if one else torch.log(torch.cat([post_var[1:2], post_var[1:]]))
-    log_large = torch.log(b) if one else torch.log(torch.cat([post_var[1:2], b[1:]]))
-    tables = dict(
-        sqrt_recip_abar=(1 / abar).sqrt(), sqrt_recipm1_abar=(1 / abar - 1).sqrt(),
-        coef1=b * abar_prev.sqrt() / (1 - abar), coef2=(1 - abar_prev) * (1 - b).sqrt() / (1 - abar),
-        log_var_min=log_min, log_var_max=torch.log(b), log_var_large=log_large,
-    )
-    return RespacedSchedule(torch.tensor(kept, dtype=torch.long, device=device),
-                            **{k: v.to(device=device, dtype=dtype) for k, v in tables.items()})
 
 
 # ----------------------------------------------------------------------------------- samplers
@@ -282,12 +235,7 @@ class GDP(Method):
         if self.steps > T:
             raise ValueError(f"GDP steps={self.steps} exceeds the prior's {T} training steps; use steps <= {T}")
         self._schedule = respaced_schedule(prior.betas, self.steps, self.device)
-        learned = bool(getattr(prior, "learn_sigma", False))
-        own = getattr(prior, "variance", "learned_range" if learned else "fixed_large")
-        if own == "learned_range" and not learned:
-            raise ValueError("GDP: the prior says variance=learned_range but has no variance output "
-                             "(learn_sigma=false). Fix: model.diffusion.variance=fixed_large or fixed_small")
-        self.variance_rule = self.variance or own
+        self.variance_rule = resolve_variance(self.variance, prior, "GDP")
 
     # ------------------------------------------------------------------------------ sampling
     def _p_mean_variance(self, x_t: Tensor, j: int, grid: losses.PatchGrid):
@@ -298,14 +246,9 @@ class GDP(Method):
         x0 = s.sqrt_recip_abar[j] * xp - s.sqrt_recipm1_abar[j] * eps.to(xp.dtype)
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
-        if self.variance_rule == "learned_range":
-            if v is None:
-                raise ValueError("GDP: variance=learned_range needs a learned-sigma prior (2C output channels)")
-            frac = (v.to(xp.dtype) + 1) / 2
-            log_var = grid.untile(frac * s.log_var_max[j] + (1 - frac) * s.log_var_min[j])
-        else:  # fixed_small / fixed_large (a learned-sigma net's variance channels are ignored)
-            table = s.log_var_min if self.variance_rule == "fixed_small" else s.log_var_large
-            log_var = table[j].expand_as(x_t)
+        # fixed_small / fixed_large ignore a learned-sigma net's variance channels
+        log_var = s.log_variance(self.variance_rule, j, None if v is None else v.to(xp.dtype))
+        log_var = grid.untile(log_var) if log_var.ndim else log_var.expand_as(x_t)
         x0 = grid.untile(x0)
         return s.coef1[j] * x0 + s.coef2[j] * x_t, log_var, x0
 

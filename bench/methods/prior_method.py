@@ -21,21 +21,9 @@ from torch import Tensor
 
 from bench.methods.base import Method
 from bench.models.prior import DiffusionPrior, load_prior, to_plain
-from bench.tasks import Degradation
+from bench.tasks import Degradation, per_task  # noqa: F401 (re-exported for the solvers)
 
 log = logging.getLogger(__name__)
-
-
-def per_task(table: Mapping[str, object], task_name: str):
-    """The value of ``table`` for the first key that prefixes ``task_name`` (None when none does).
-
-    Tables are keyed by task-name prefix ("sr" covers sr4, sr4_bicubic, sr4_noisy; "deblur" covers
-    deblur_gauss and deblur_uniform), as :data:`bench.methods.gdp.OFFICIAL_SCALES`.
-    """
-    for prefix, value in table.items():
-        if task_name.startswith(prefix):
-            return value
-    return None
 
 
 def check_number(method: str, key: str, value, low: float, high: float = math.inf, *, fix: str,

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from bench.methods.dps import DPS, SCALES, effective_scale, log_variance
-from bench.methods.gdp import respaced_schedule
+from bench.diffusion import respaced_schedule
+from bench.methods.dps import DPS, SCALES, effective_scale
 from tests.methods.solvers_common import BETAS, GAUSS_MODEL, embedded_restoration, gens, problem, task, \
     with_gaussian_prior
 
@@ -49,13 +49,13 @@ def test_variance_rules_follow_guided_diffusion():
     sched = respaced_schedule(BETAS, 10, "cpu")
     v = torch.zeros(1, 3, 2, 2)
     for j in (0, 4):
-        assert torch.equal(log_variance(sched, "fixed_small", j, None), sched.log_var_min[j])
-        torch.testing.assert_close(log_variance(sched, "learned_range", j, v),
+        assert torch.equal(sched.log_variance("fixed_small", j, None), sched.log_var_min[j])
+        torch.testing.assert_close(sched.log_variance("learned_range", j, v),
                                    (sched.log_var_min[j] + sched.log_var_max[j]).expand_as(v) / 2)
-    assert torch.equal(log_variance(sched, "fixed_large", 4, None), sched.log_var_max[4])
-    assert torch.equal(log_variance(sched, "fixed_large", 0, None), sched.log_var_min[0])  # beta~_1 at t = 0
+    assert torch.equal(sched.log_variance("fixed_large", 4, None), sched.log_var_max[4])
+    assert torch.equal(sched.log_variance("fixed_large", 0, None), sched.log_var_min[0])  # beta~_1 at t = 0
     with pytest.raises(ValueError, match="variance channels"):
-        log_variance(sched, "learned_range", 3, None)
+        sched.log_variance("learned_range", 3, None)
 
 
 def test_scale_rule_and_validation():

@@ -19,10 +19,10 @@ import yaml
 
 from bench import seeding
 from bench.cli import build_task
-from bench.diffusion import space_timesteps
+from bench.diffusion import respaced_schedule, space_timesteps
 from bench.methods import gdp_losses as L
 from bench.methods.gdp import (
-    GDP, OFFICIAL_SCALES, OFFICIAL_VIEWS, Guidance, effective_scale, official_scale, respaced_schedule,
+    GDP, OFFICIAL_SCALES, OFFICIAL_VIEWS, Guidance, effective_scale, official_scale,
 )
 from bench.operators import Colorization, GDPDeblur, Inpainting, LowLight, SuperResolution
 from bench.tasks import Degradation, Task
