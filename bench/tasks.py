@@ -11,6 +11,7 @@ sees the same y because the noise is drawn from the per-image "degrade" generato
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,10 +31,13 @@ class Task:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.sigma, (int, float)) or self.sigma < 0:
+        s = self.sigma
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
             raise ValueError(
-                f"task {self.name!r}: sigma={self.sigma!r} must be a number >= 0 in [0, 1] image units. "
-                f"Fix: e.g. task.sigma=0.05"
+                f"task {self.name!r}: task.sigma={s!r} must be a number >= 0 and <= 1, not NaN/inf: sigma is the "
+                "noise std in [0, 1] image units (above 1 the noise exceeds the whole intensity range). Fix: "
+                "e.g. task.sigma=0.05; a sigma in 8-bit levels is divided by 255 (25 -> 0.098), "
+                "one in [-1, 1] units is halved (0.1 -> 0.05)."
             )
 
     @property
