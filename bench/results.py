@@ -28,8 +28,9 @@ Run identity (the ``<hash8>``, :func:`config_hash`): what determines the outputs
 * the dataset's content manifest sha256 (file hashes of every image, before limit / sharding);
 * the task version (in the task node) and the metric definitions' versions;
 * the code fingerprint (:func:`code_fingerprint`): sha256 of the source of every ``bench/**/*.py`` except
-  :data:`CODE_EXCLUDED` (modules that never run while outputs are made), so changed code never reuses
-  old outputs. Any byte change of those files counts (comments too): it is cheap to hash and cannot miss.
+  :data:`CODE_EXCLUDED` (modules that never run while outputs are made), plus the embedded priors' weights
+  and configs (``bench/priors/``), so changed code or weights never reuse old outputs. Any byte change of
+  those files counts (comments too): it is cheap to hash and cannot miss.
 """
 
 from __future__ import annotations
@@ -108,26 +109,49 @@ def config_hash(cfg: dict, dataset_sha256: str, code: str | None = None, version
     return hashlib.sha256(body.encode()).hexdigest()[:8]
 
 
+#: data files shipped in ``bench/`` that outputs depend on: the embedded priors' weights and configs (their
+#: model cards and loss plots are documentation and stay out)
+CODE_DATA = ("priors/*",)
+CODE_DATA_DOCS = ("*.md", "*.png")
+_DATA_SHA: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: the weights are hashed once per process
+
+
 def code_modules(package_dir: Path = PACKAGE_DIR) -> list[Path]:
-    """The source files in the code fingerprint, sorted (see :data:`CODE_EXCLUDED`)."""
+    """The files in the code fingerprint, sorted: every ``*.py`` except :data:`CODE_EXCLUDED`, and the
+    :data:`CODE_DATA` files."""
     files = []
-    for p in sorted(package_dir.rglob("*.py")):
+    for p in sorted(package_dir.rglob("*")):
         rel = p.relative_to(package_dir).as_posix()
-        if "__pycache__" in rel or any(fnmatch.fnmatch(rel, pat) for pat in CODE_EXCLUDED):
+        if not p.is_file() or "__pycache__" in rel:
             continue
-        files.append(p)
+        if p.suffix == ".py":
+            if not any(fnmatch.fnmatch(rel, pat) for pat in CODE_EXCLUDED):
+                files.append(p)
+        elif any(fnmatch.fnmatch(rel, pat) for pat in CODE_DATA) and not any(
+                fnmatch.fnmatch(p.name, pat) for pat in CODE_DATA_DOCS):
+            files.append(p)
     return files
+
+
+def _data_sha(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DATA_SHA:
+        _DATA_SHA[key] = sha256_file(path)
+    return _DATA_SHA[key]
 
 
 def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict:
     """``{"fingerprint": sha256 hex, "modules": ["bench/cli.py", ...]}`` of the code that makes outputs:
-    sha256 over (relative path, source with ``\r\n`` read as ``\n``) of every :func:`code_modules` file."""
+    sha256 over (relative path, content) of every :func:`code_modules` file; sources are read with
+    ``\r\n`` as ``\n`` (a Windows checkout is the same code), data files enter by their sha256."""
     h = hashlib.sha256()
     names = []
     for p in code_modules(package_dir):
         name = f"{package_dir.name}/{p.relative_to(package_dir).as_posix()}"
         names.append(name)
-        h.update(name.encode() + b"\0" + p.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+        body = p.read_bytes().replace(b"\r\n", b"\n") if p.suffix == ".py" else _data_sha(p).encode()
+        h.update(name.encode() + b"\0" + body + b"\0")
     return {"fingerprint": h.hexdigest(), "modules": names}
 
 

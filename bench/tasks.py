@@ -2,7 +2,9 @@
 
 A :class:`Task` comes from ``conf/task/<name>.yaml``: a name and version, an operator factory (a
 ``functools.partial`` of a class in :mod:`bench.operators`, built per image size / device / run seed), and
-the measurement noise ``sigma`` in [0, 1] image units: y = A(x) + sigma * z, z ~ N(0, I). Methods that
+the measurement noise ``sigma`` in [0, 1] image units: y = A(x) + sigma * z, z ~ N(0, I), with 0 <= sigma <= 1
+(NaN, infinities and sigma > 1, noise beyond the whole intensity range, are rejected: a value meant in
+8-bit levels or in [-1, 1] units is the usual cause, and the error says how to convert). Methods that
 work in [-1, 1] convert once (official DDRM's ``--sigma_0`` is doubled internally for that reason).
 
 :meth:`Task.build` returns a :class:`Degradation` bound to one operator instance; every method of a run

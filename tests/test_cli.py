@@ -53,9 +53,15 @@ def test_bicubic_sr4_writes_everything_and_rerun_rewrites_nothing(tmp_path):
         assert ssim.item() == pytest.approx(row["ssim"], abs=1e-9)
 
     before = _snapshot(tmp_path)
+    log = (run / "run.log").read_text()
     proc = run_cli("method=bicubic", "task=sr4", "dataset.limit=3", results_root=tmp_path)
     assert "nothing to do" in proc.stdout
-    assert _snapshot(tmp_path) == before
+    after = _snapshot(tmp_path)
+    assert after.pop(run / "run.log") != before.pop(run / "run.log")  # the log is appended, nothing else changes
+    assert after == before
+    new_lines = (run / "run.log").read_text()[len(log):].splitlines()
+    assert len(new_lines) == 2 and "start: python -m bench method=bicubic task=sr4 dataset.limit=3" in new_lines[0]
+    assert "all 3 images of this shard are done and verified; nothing to do" in new_lines[1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
@@ -117,6 +123,9 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("task=denoise", "task.sigma=-0.2", results_root=res, check=False)
     assert proc.returncode == 2 and "sigma=-0.2" in proc.stderr
+    proc = run_cli("method=bicubic", "dataset=folder", results_root=res, check=False)  # root left at ???
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
+    assert "error: dataset.root is required for dataset=folder; pass dataset.root=" in proc.stderr
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()

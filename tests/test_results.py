@@ -93,6 +93,17 @@ def test_code_fingerprint_changes_with_output_code_only(package_copy):
     (package_copy / "methods" / "new_method.py").write_text("A = 1\n")  # a new module is in by default
     assert "bench/methods/new_method.py" in code_fingerprint(package_copy)["modules"]
 
+    # shipped prior weights are in (by content); their model cards are not
+    (package_copy / "priors").mkdir()
+    (package_copy / "priors" / "p.safetensors").write_bytes(b"weights v1")
+    (package_copy / "priors" / "p.md").write_text("model card")
+    fp = code_fingerprint(package_copy)
+    assert "bench/priors/p.safetensors" in fp["modules"] and "bench/priors/p.md" not in fp["modules"]
+    (package_copy / "priors" / "p.md").write_text("model card, edited")
+    assert code_fingerprint(package_copy)["fingerprint"] == fp["fingerprint"]
+    (package_copy / "priors" / "p.safetensors").write_bytes(b"weights v2")  # retrained in place
+    assert code_fingerprint(package_copy)["fingerprint"] != fp["fingerprint"]
+
 
 def test_file_problem_sees_missing_truncated_and_changed_files(tmp_path):
     f = tmp_path / "images" / "a.png"
