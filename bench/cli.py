@@ -1,15 +1,27 @@
 """``python -m bench``: the only place that touches DictConfig / instantiate.
 
-Resolves the config, builds task, method and dataset from their config groups (``_target_``), skips
-unsupported (method, task) pairs with a recorded reason, then restores into a stable run directory and
-prints a summary. Rerunning the same command resumes (finished images are skipped).
+Checks every value up front (:mod:`bench.checks`: one-paragraph errors, before any directory is made),
+builds task, method and dataset from their config groups (``_target_``), skips unsupported (method, task)
+pairs with a recorded reason, then restores into the run directory of the run's identity
+(:mod:`bench.results`) and prints a summary. Rerunning the same command resumes: rows whose PNGs still
+match their recorded sha256 are kept, the others are redone (said in the output and in ``run.log``).
+
+Exit codes of a single run: 0 done, 2 a user error (one paragraph, no traceback), 130 Ctrl-C, 143 SIGTERM
+(finished images are kept in both). In a multirun a user error is raised instead, so Hydra records the
+failed job and the sweep goes on; :mod:`bench.sweep` lists the failed cells at the end and exits 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shlex
+import signal
 import sys
+import threading
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -17,21 +29,45 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from bench.checks import (ConfigError, RunLog, StorageError, check_dataset_options, check_missing,
+                          check_results_root, check_run_options, storage_error)
 from bench.data import DatasetError
 from bench.models.assets import AssetError
 from bench.paths import conf_dir
 from bench.loggers import log_wandb, run_summary
-from bench.imageio import ImageReadError, remove_stale_temps
+from bench.imageio import ImageReadError, remove_stale_temps, to_uint8
 from bench.metrics.pixel import METRIC_VERSION
 from bench.provenance import environment, git_info, now_iso
-from bench.results import RunStore, config_hash, reference_dir, write_json
+from bench.results import (RunStore, code_fingerprint, config_hash, identity, reference_dir, reference_problem,
+                           write_json, write_reference)
 from bench.runner import RunOptions, load_method, restore_dataset
 from bench.tasks import Task
 
 log = logging.getLogger("bench")
 
 #: errors that are the user's input, printed without a traceback
-USER_ERRORS = (DatasetError, ImageReadError, ValueError, FileNotFoundError, FloatingPointError, AssetError)
+USER_ERRORS = (DatasetError, ImageReadError, ValueError, FileNotFoundError, FloatingPointError, AssetError,
+               StorageError)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the handler :func:`main` installs (like KeyboardInterrupt, it is
+    not an ``Exception``: nothing on the way catches it, and the writer thread still flushes)."""
+
+
+class Interrupted(BaseException):
+    """A run stopped by Ctrl-C / SIGTERM: the message and the exit code (130 / 143)."""
+
+    def __init__(self, cause: BaseException, done: int | None = None, total: int | None = None,
+                 run_dir: Path | None = None):
+        self.code = 143 if isinstance(cause, Terminated) else 130
+        what = "terminated (SIGTERM)" if self.code == 143 else "interrupted"
+        if not done:
+            kept = "no image was finished yet"
+        else:
+            kept = f"{done} of {total} images finished are kept in {run_dir}"
+        self.message = f"{what}; {kept}; rerun the same command to resume"
+        super().__init__(self.message)
 
 
 def _instantiate(node: dict, **kw):
@@ -65,17 +101,66 @@ def resolve_device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"run.device={name!r} is not a device ({err}); allowed: auto, cpu, cuda, cuda:N. "
+                          "Fix: e.g. run.device=auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"run.device={name!r} but CUDA is not available here. Fix: run.device=cpu or auto")
     return dev
 
 
+def command_line() -> str:
+    """The command that reruns this cell: ``python -m bench <the job's overrides>`` when Hydra runs it
+    (a multirun job or a submitit/SLURM job gets its own cell's overrides, not the sweep's or submitit's
+    command line), else ``sys.argv``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return shlex.join(["python", "-m", "bench", *HydraConfig.get().overrides.task])
+    return shlex.join(sys.argv)
+
+
+def _empty_shard_error(dataset, dname: str) -> DatasetError:
+    n = len(dataset.all_entries)
+    return DatasetError(
+        f"shard {dataset.shard} of dataset.num_shards={dataset.num_shards} is empty: dataset={dname} has {n} "
+        f"image(s) to split. Fix: use dataset.num_shards <= {max(n, 1)} (or a larger dataset.limit).")
+
+
+@dataclass
+class Cell:
+    """What one run needs, built and checked by :func:`run_from_config`."""
+
+    c: dict  # the resolved config
+    root: Path
+    task: Task
+    method: object
+    dataset: object
+    dman: dict
+    code: dict
+    versions: dict
+    chash: str
+    store: RunStore
+    device: object
+    force: bool
+
+
 def run_from_config(cfg: DictConfig) -> Path | None:
     """Run one cell. Returns the run directory (None when skipped)."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    root = Path(c["run"]["results_root"]).expanduser().resolve()
+    check_missing(c, OmegaConf.to_container(cfg, resolve=False))
+    check_run_options(c["run"])
+    check_dataset_options(c["dataset"])
+    root = check_results_root(c["run"]["results_root"])
+    force = bool(c["run"].get("force", False))
+    if force and int(c["dataset"].get("num_shards", 1)) > 1:
+        raise ConfigError("run.force=true with dataset.num_shards > 1 would let every shard move the others' "
+                          "images aside. Fix: recompute once without shards (run.force=true), or move the run "
+                          "directory aside yourself and rerun the shards.")
     task = build_task(c["task"])
+    device = resolve_device(c["run"]["device"])
     method = _instantiate(_strip(c["method"], "name"))
     method.name = c["method"]["name"]
     dname = c["dataset"]["name"]
@@ -89,51 +174,113 @@ def run_from_config(cfg: DictConfig) -> Path | None:
 
     dataset = _instantiate(_strip(c["dataset"], "name"))
     if len(dataset) == 0:
-        raise DatasetError(f"shard {dataset.shard}/{dataset.num_shards} of {dname} is empty; use fewer shards")
+        raise _empty_shard_error(dataset, dname)
     dataset.check_files(progress=bool(c["run"]["progress"]))  # full decode of the shard, before any dir
     dman = dataset.manifest()
-    chash = config_hash(c, dman["sha256"])
+    code = code_fingerprint()
+    versions = {"metrics": METRIC_VERSION}
+    chash = config_hash(c, dman["sha256"], code["fingerprint"], versions)
     store = RunStore(root, dname, task.name, method.name, method.steps, chash)
-    device = resolve_device(c["run"]["device"])
+    cell = Cell(c, root, task, method, dataset, dman, code, versions, chash, store, device, force)
+    ids = {e.id for e in dataset.entries}
+    runlog = RunLog()
+    try:
+        return _run_cell(cell, runlog)
+    except (KeyboardInterrupt, Terminated) as err:
+        stop = Interrupted(err, len(store.done_ids() & ids), len(ids), store.dir)
+        runlog.note(stop.message, echo=False)
+        raise stop from None
+    except USER_ERRORS as err:
+        runlog.note(f"error: {err}", echo=False)
+        raise
+    except OSError as err:
+        mapped = storage_error(err, store.dir)
+        if mapped is None:
+            runlog.note(f"failed: {''.join(traceback.format_exception(err)).rstrip()}", echo=False)
+            raise
+        runlog.note(f"error: {mapped}", echo=False)
+        raise mapped from None
+    except Exception as err:
+        runlog.note(f"failed: {''.join(traceback.format_exception(err)).rstrip()}", echo=False)
+        raise
+    finally:
+        runlog.close()
 
-    pending = len(dataset) - len(store.done_ids() & {e.id for e in dataset.entries})
-    if pending == 0:
-        print(f"[bench] {store.dir}: all {len(dataset)} images of this shard are done; nothing to do")
-        print_summary(store)
-        return store.dir
 
-    if store.dir.exists():
+def _run_cell(cell: Cell, runlog: RunLog) -> Path:
+    store, dataset = cell.store, cell.dataset
+    ids = [e.id for e in dataset.entries]
+    opts = RunOptions(
+        seed=int(cell.c["seed"]), batch_size=int(cell.c["run"]["batch_size"]),
+        num_workers=int(cell.c["run"]["num_workers"]), progress=bool(cell.c["run"]["progress"]),
+        reference_dir=reference_dir(cell.root, cell.c["dataset"]["name"], dataset.image_size, cell.dman["sha256"]),
+    )
+    runlog.note(f"start: {command_line()} (shard {dataset.shard}/{dataset.num_shards}, {len(ids)} images, "
+                f"device {cell.device}, code {cell.code['fingerprint'][:12]})", echo=False)
+    replace = cell.force and store.dir.exists()
+    done: set[str] = set()
+    if replace:
+        runlog.note("run.force=true: recomputing every image; the previous run is moved to "
+                    f"{store.dir.parent / '.replaced'}/ once the method has loaded")
+    elif store.dir.exists():
+        runlog.attach(store.dir)
+        done, notes = store.verify(ids)
+        notes += _repair_references(dataset, done, opts.reference_dir)
+        for msg in notes:
+            runlog.note(msg)
+        if len(done) == len(ids):
+            runlog.note(f"{store.dir}: all {len(ids)} images of this shard are done and verified; nothing to do")
+            print_summary(store)
+            return store.dir
+        runlog.note(f"resume: {len(done)} of {len(ids)} images are done and verified; restoring "
+                    f"{len(ids) - len(done)}")
         stale = remove_stale_temps(store.dir)
         if stale:
-            print(f"[bench] removed {len(stale)} temp files left by an interrupted run")
-    load_seconds = load_method(method, device)  # before the manifest: describe() then knows the checkpoint
-    store.write_once("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    store.write_once("dataset_manifest.json", json.dumps(dman, indent=1) + "\n")
-    store.write_once("manifest.json", json.dumps(_manifest(c, task, method, dataset, dman, chash, device),
-                                                 indent=2, sort_keys=True, default=str) + "\n")
-    opts = RunOptions(
-        seed=int(c["seed"]), batch_size=int(c["run"]["batch_size"]), num_workers=int(c["run"]["num_workers"]),
-        progress=bool(c["run"]["progress"]), load_seconds=load_seconds,
-        reference_dir=reference_dir(root, dname, dataset.image_size, dman["sha256"]),
-    )
-    timing = restore_dataset(dataset, task, method, store, device, opts)
+            runlog.note(f"removed {len(stale)} temp files left by an interrupted run")
+    opts.load_seconds = load_method(cell.method, cell.device)  # before the manifest: describe() knows the checkpoint
+    if replace:
+        runlog.note(f"run.force=true: moved the previous run to {store.move_aside()}")
+    store.write_once("config.yaml", OmegaConf.to_yaml(OmegaConf.create(cell.c)))
+    store.write_once("dataset_manifest.json", json.dumps(cell.dman, indent=1) + "\n")
+    store.write_once("manifest.json", json.dumps(_manifest(cell), indent=2, sort_keys=True, default=str) + "\n")
+    runlog.attach(store.dir)
+    timing = restore_dataset(dataset, cell.task, cell.method, store, cell.device, opts)
     if timing is not None:
         write_json(store.dir / "timing" / f"{timing['invocation']}.json", timing)
     store.consolidate()
-    print_summary(store)
-    lcfg = c.get("logger") or {}
+    runlog.note(f"finished: {json.dumps(print_summary(store), default=str)}", echo=False)
+    lcfg = cell.c.get("logger") or {}
     if lcfg.get("kind") == "wandb":
-        log_wandb(store, c, root, **{k: v for k, v in lcfg.items() if k != "kind"})
+        log_wandb(store, cell.c, cell.root, **{k: v for k, v in lcfg.items() if k != "kind"})
     return store.dir
 
 
-def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
+def _repair_references(dataset, done: set[str], ref_dir: Path) -> list[str]:
+    """Ground-truth PNGs of finished images that are missing or fail their sha256 record are rewritten
+    from the dataset (decoding one image is cheaper than redoing its restoration)."""
+    notes = []
+    for i, e in enumerate(dataset.entries):
+        if e.id not in done or e.path is None:
+            continue
+        ref = Path(ref_dir) / f"{e.id}.png"
+        problem = reference_problem(ref)
+        if problem is not None:
+            write_reference(to_uint8(dataset[i].image), ref)
+            notes.append(f"rewrote the ground truth of {e.id} from the dataset: {problem}")
+    return notes
+
+
+def _manifest(cell: Cell) -> dict:
+    c, task, method, dataset, dman = cell.c, cell.task, cell.method, cell.dataset, cell.dman
     return {
         "created_at": now_iso(),
-        "config_hash": chash,
-        "command": sys.argv,
+        "config_hash": cell.chash,
+        "identity": identity(c, dman["sha256"], cell.code["fingerprint"], cell.versions),
+        "command": command_line(),
+        "argv": sys.argv,
+        "code": cell.code,
         "git": git_info(),
-        "environment": environment(device),
+        "environment": environment(cell.device),
         "seed": {"run": c["seed"], "per_image": "sha256('<run>/<stream>/<image id>')[:8], streams degrade|restore"},
         "dataset": {"name": c["dataset"]["name"], "manifest_sha256": dman["sha256"], "count": dman["count"],
                     "image_size": dataset.image_size, "preprocessing": dataset.preprocessing_rule},
@@ -143,7 +290,7 @@ def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
     }
 
 
-def print_summary(store: RunStore) -> None:
+def print_summary(store: RunStore) -> dict:
     line = {"run": str(store.dir), **run_summary(store)}
     for key in ("psnr", "ssim"):
         if key in line:
@@ -152,6 +299,7 @@ def print_summary(store: RunStore) -> None:
         line["images_per_s"] = round(line["images_per_s"], 3)
     width = max(len(k) for k in line)
     print("\n".join(f"  {k:<{width}} : {v}" for k, v in line.items()))
+    return line
 
 
 # an absolute path: ``python -m bench`` runs the module as __main__, where a relative path is ambiguous;
@@ -159,10 +307,48 @@ def print_summary(store: RunStore) -> None:
 CONF_DIR = str(conf_dir())
 
 
+@contextlib.contextmanager
+def sigterm_raises():
+    """While running, SIGTERM raises :class:`Terminated` in the main thread (a second one kills at once).
+    Installed only over the default handler in the main thread: under submitit, whose own SIGTERM/USR2
+    handlers requeue SLURM jobs, nothing changes."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        run_from_config(cfg)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    with sigterm_raises():
+        try:
+            run_from_config(cfg)
+        except Interrupted as stop:
+            print(f"[bench] {stop.message}", file=sys.stderr)
+            sys.exit(stop.code)
+        except (KeyboardInterrupt, Terminated) as err:  # before the run directory was known
+            stop = Interrupted(err)
+            print(f"[bench] {stop.message}", file=sys.stderr)
+            sys.exit(stop.code)
+        except USER_ERRORS as err:
+            if _in_multirun():
+                raise  # Hydra records the failed job and goes on; bench.sweep lists it at the end
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)

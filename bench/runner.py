@@ -25,7 +25,7 @@ from bench.imageio import save_png, to_uint8
 from bench.methods.base import Method
 from bench.metrics.pixel import psnr_ssim
 from bench.provenance import device_name, now_iso
-from bench.results import RunStore, write_json
+from bench.results import RunStore, reference_problem, write_json, write_reference
 from bench.tasks import Degradation, Task
 
 
@@ -243,12 +243,13 @@ def _write_group(group, out_u8, meas_u8, gt_u8, info, store, opts, timer, metric
     for k, item in enumerate(group):
         if gt_u8 is not None and opts.reference_dir is not None:
             ref_path = Path(opts.reference_dir) / f"{item.id}.png"
-            if not ref_path.exists():
-                save_png(gt_u8[k], ref_path)
+            if reference_problem(ref_path) is not None:  # absent, or truncated / changed: (re)write it
+                write_reference(gt_u8[k], ref_path)
         save_png(out_u8[k], store.image_path(item.id))
         save_png(meas_u8[k], store.degraded_path(item.id))
         store.write_row({"id": item.id, "label": item.label, "psnr": psnr[k], "ssim": ssim[k],
-                         "reference": "ground_truth" if gt_u8 is not None else None, **info})
+                         "reference": "ground_truth" if gt_u8 is not None else None, **info,
+                         "files": store.file_records(item.id)})  # sha256 + size: what resume checks
     timer.add("io", t0)
 
 

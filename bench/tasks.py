@@ -2,7 +2,9 @@
 
 A :class:`Task` comes from ``conf/task/<name>.yaml``: a name and version, an operator factory (a
 ``functools.partial`` of a class in :mod:`bench.operators`, built per image size / device / run seed), and
-the measurement noise ``sigma`` in [0, 1] image units: y = A(x) + sigma * z, z ~ N(0, I). Methods that
+the measurement noise ``sigma`` in [0, 1] image units: y = A(x) + sigma * z, z ~ N(0, I), with 0 <= sigma <= 1
+(NaN, infinities and sigma > 1, noise beyond the whole intensity range, are rejected: a value meant in
+8-bit levels or in [-1, 1] units is the usual cause, and the error says how to convert). Methods that
 work in [-1, 1] convert once (official DDRM's ``--sigma_0`` is doubled internally for that reason).
 
 :meth:`Task.build` returns a :class:`Degradation` bound to one operator instance; every method of a run
@@ -11,6 +13,7 @@ sees the same y because the noise is drawn from the per-image "degrade" generato
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,10 +45,13 @@ class Task:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.sigma, (int, float)) or self.sigma < 0:
+        s = self.sigma
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
             raise ValueError(
-                f"task {self.name!r}: sigma={self.sigma!r} must be a number >= 0 in [0, 1] image units. "
-                f"Fix: e.g. task.sigma=0.05"
+                f"task {self.name!r}: task.sigma={s!r} must be a number >= 0 and <= 1, not NaN/inf: sigma is the "
+                "noise std in [0, 1] image units (above 1 the noise exceeds the whole intensity range). Fix: "
+                "e.g. task.sigma=0.05; a sigma in 8-bit levels is divided by 255 (25 -> 0.098), "
+                "one in [-1, 1] units is halved (0.1 -> 0.05)."
             )
 
     @property

@@ -3,6 +3,7 @@ the submitit launcher, offline W&B logging, and the experiment presets."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,9 @@ pytestmark = pytest.mark.slow
 
 # a run slow enough on CPU to be killed in the middle: DDRM with the tiny random prior, 1 image per batch
 SLOW_RUN = ("method=ddrm", "model=adm_tiny", "task=sr4", "steps=25", "run.batch_size=1", "dataset.limit=6")
+# the same, lighter: rows still appear one by one (32 px, 10 steps), for tests that stop a run after a row
+STOPPABLE_RUN = ("method=ddrm", "model=adm_tiny", "task=sr4", "steps=10", "run.batch_size=1", "dataset.limit=6",
+                 "dataset.image_size=32")
 
 
 def _cli(*args, root):
@@ -87,7 +91,12 @@ def test_sweep_through_the_submitit_local_launcher(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     run_cli("-m", "hydra/launcher=local", "method=bicubic", "task=sr4,denoise", "dataset.limit=1",
             results_root=tmp_path)
-    assert sorted(d.parts[-3] for d in run_dirs(tmp_path)) == ["denoise", "sr4"]
+    runs = run_dirs(tmp_path)
+    assert sorted(d.parts[-3] for d in runs) == ["denoise", "sr4"]
+    for run in runs:  # the cell's own command, not submitit's `python .../submitit/core/_submit.py ...`
+        command = json.loads((run / "manifest.json").read_text())["command"]
+        assert command.startswith("python -m bench ") and f"task={run.parts[-3]}" in command.split(), command
+        assert "submitit" not in command and "," not in command
 
 
 def test_wandb_offline_logs_locally(tmp_path):
@@ -111,3 +120,75 @@ def test_experiment_presets_compose(preset):
     raw = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml")
     assert raw.hydra.mode == "MULTIRUN" and raw.hydra.sweeper.params
     assert cfg.dataset.name in ("imagenet_val", "lol")
+
+
+def _wait_rows(proc, root, n, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(root.rglob("rows/*.json"))) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the run ended or stalled before {n} rows (rc={proc.poll()})")
+
+
+def test_ctrl_c_and_sigterm_keep_finished_images_and_say_so(tmp_path):
+    import re
+
+    from bench.verify import main as verify
+
+    results = []
+    for sig, code, what in ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")):
+        before = len(list(tmp_path.rglob("rows/*.json")))
+        # SIGINT back to its default in the child: a test run in a background shell job ignores it, and
+        # Python only turns SIGINT into KeyboardInterrupt when it is not ignored at start-up
+        proc = subprocess.Popen(_cli(*STOPPABLE_RUN, root=tmp_path), cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        _wait_rows(proc, tmp_path, before + 1)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, (out, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        m = re.search(rf"\[bench\] {re.escape(what)}; (\d+) of 6 images finished are kept in (\S+); "
+                      "rerun the same command to resume", err)
+        assert m, err
+        (run,) = run_dirs(tmp_path)
+        assert int(m.group(1)) == len(list((run / "rows").glob("*.json"))) > before
+        results.append(int(m.group(1)))
+    log = (run / "run.log").read_text()
+    assert f"resume: {results[0]} of 6 images are done and verified" in log
+    assert "interrupted;" in log and "terminated (SIGTERM);" in log
+    assert verify([str(run)]) == 0  # what was kept is complete and matches its rows
+
+
+def test_a_failing_cell_does_not_stop_the_sweep_and_is_listed_at_the_end(tmp_path):
+    proc = run_cli("-m", "method=bicubic", "task=sr4", "dataset.limit=1", "dataset.image_size=4,32",
+                   results_root=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr
+    (run,) = run_dirs(tmp_path)  # job 1 ran after job 0 failed
+    assert '"image_size": 32' in (run / "manifest.json").read_text()
+    tail = proc.stderr[proc.stderr.index("the sweep finished"):]
+    (line,) = [ln for ln in tail.splitlines() if ln.startswith("  #")]
+    assert "1 cell(s) failed" in tail and line.startswith("  #0 method=bicubic") and "dataset.image_size=4 " in line
+    assert line.endswith("DatasetError: image_size=4 is too small; use >= 8 or null for native size")
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    assert json.loads(next(tmp_path.rglob(".failed/0.json")).read_text())["error"] == "DatasetError"
+
+
+def test_slurm_preset_requeues_and_names_jobs_after_their_cell(tmp_path, monkeypatch):
+    from bench.sweep import cell_name, rename_slurm_job
+
+    slurm = OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "slurm.yaml")
+    assert slurm.max_num_timeout > 0
+    assert cell_name(compose("method=ddrm", "task=sr4", "steps=50")) == "ddrm-sr4-steps50"
+    assert cell_name(compose("method=bicubic", "task=denoise", "steps=50", "dataset.num_shards=4",
+                             "dataset.shard=2")) == "bicubic-denoise-default-shard2of4"
+    # scontrol is not installed here: a stand-in that records its arguments, as Slurm's would receive them
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert rename_slurm_job("ddrm-sr4-steps50") is None
+    assert (tmp_path / "args").read_text().split() == ["update", "JobId=4242", "JobName=ddrm-sr4-steps50"]

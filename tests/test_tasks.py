@@ -8,7 +8,6 @@ from omegaconf import OmegaConf
 
 from bench import seeding
 from bench.cli import build_task
-from bench.results import config_hash
 from tests.conftest import CONF_DIR
 
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
@@ -70,24 +69,3 @@ def test_image_seeds_are_stable_and_distinct():
     assert seeding.image_seed(0, "a", "restore") == seeding.image_seed(0, "a", "restore")
     seeds = {seeding.image_seed(s, i, st) for s in (0, 1) for i in ("a", "b") for st in ("degrade", "restore")}
     assert len(seeds) == 8
-
-
-def test_run_hash_ignores_execution_knobs_only():
-    base = {"seed": 0, "steps": 20, "method": {"name": "ddrm", "eta": 0.85}, "task": {"name": "sr4"},
-            "dataset": {"name": "sample", "image_size": 64, "root": "/a", "shard": 0, "num_shards": 1, "limit": None},
-            "model": {"name": "adm_tiny"}, "run": {"batch_size": 4, "device": "cpu"}}
-    h = config_hash(base, "d" * 64)
-
-    def variant(path, value):
-        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-        node = cfg
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        return config_hash(cfg, "d" * 64)
-
-    for same in (("run", "batch_size"), ("dataset", "root"), ("dataset", "shard"), ("dataset", "limit"), ("model", "name")):
-        assert variant(same, 99) == h, same
-    for differ in (("seed",), ("steps",), ("method", "eta"), ("task", "name"), ("dataset", "image_size")):
-        assert variant(differ, 7) != h, differ
-    assert config_hash(base, "e" * 64) != h

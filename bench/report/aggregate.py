@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench.results import read_json, timing_summary
+from bench.results import load_rows, read_json, reference_dir, reference_problem, timing_summary
 
 #: per-image metrics stored in rows/*.json by the run, and computed per image at report time
 ROW_METRICS = ("psnr", "ssim")
@@ -66,10 +67,13 @@ def scan(root: Path) -> list[Run]:
         dataset, task, method = d.parts[-4], d.parts[-3], d.parts[-2]
         if dataset.startswith(".") or task == "_reference":
             continue
-        files = sorted((d / "rows").glob("*.json"))
-        if not files:
+        good, problems = checked_rows(root, d)
+        for msg in problems:
+            warnings.warn(f"{d.relative_to(root)}: left out of the report: {msg}. Fix: rerun the cell's command "
+                          "(resume redoes it) and check with `python -m bench.verify`", stacklevel=2)
+        if not good:
             continue
-        rows = pd.DataFrame([read_json(p) for p in files])
+        rows = pd.DataFrame(good)
         rows["id"] = rows["id"].astype(str)
         rows = rows.sort_values("id").reset_index(drop=True)
         steps, chash = _parse_label(d.name)
@@ -80,6 +84,26 @@ def scan(root: Path) -> list[Run]:
     assign_variants(runs)
     runs.sort(key=lambda r: (r.dataset, r.task, r.variant, -1 if r.steps is None else r.steps, r.hash))
     return runs
+
+
+def checked_rows(root: Path, run_dir: Path) -> tuple[list[dict], list[str]]:
+    """Rows whose PNGs (and ground truth, where there is one) match their sha256 records, and a message per
+    row left out: a damaged run is reported without its damaged images instead of crashing the report."""
+    try:
+        man = read_json(run_dir / "manifest.json")
+        d = man["dataset"]
+        ref = reference_dir(root, run_dir.parts[-4], d.get("image_size"), str(d["manifest_sha256"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [], [f"manifest.json is unreadable ({err})"]
+    rows, problems = load_rows(run_dir, check_files=True)
+    good = []
+    for row in rows:
+        problem = reference_problem(ref / f"{row['id']}.png") if row.get("reference") else None
+        if problem is None:
+            good.append(row)
+        else:
+            problems.append(f"{row['id']}: {problem}")
+    return good, problems
 
 
 def scan_skipped(root: Path) -> list[dict]:
