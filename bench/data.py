@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from bench.data_check import check_image_files, problems_message, usable_cpus
+from bench.models.assets import sha256_file  # the one file-hash helper
 from bench.imageio import IMAGE_SUFFIXES, load_image
 from bench.paths import datasets_dir
 
@@ -149,14 +150,6 @@ def center_crop_resize(img: torch.Tensor, size: int, allow_upscale: bool, name: 
     return _from_u8(fn(_to_pil_rgb8(img), size))
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ImageDataset(torch.utils.data.Dataset):
     """Base: a fixed list of entries, preprocessing, sharding and a content manifest."""
 
@@ -221,7 +214,7 @@ class ImageDataset(torch.utils.data.Dataset):
         check share it)."""
         memo = self.__dict__.setdefault("_sha256", {})
         if path not in memo:
-            memo[path] = _file_sha256(path)
+            memo[path] = sha256_file(path)
         return memo[path]
 
     def check_files(self, progress: bool | None = None) -> None:

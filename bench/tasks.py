@@ -103,6 +103,11 @@ class Degradation:
     def measurement_image(self, y: torch.Tensor) -> torch.Tensor:
         return self.operator.measurement_image(y)
 
+    def frame_image(self, y: torch.Tensor) -> torch.Tensor:
+        """The degraded picture aligned with the image (:meth:`LinearOperator.frame_image`)."""
+        frame = getattr(self.operator, "frame_image", None)
+        return frame(y) if frame is not None else self.operator.measurement_image(y)
+
     def describe(self) -> dict:
         op = self.operator.describe() if hasattr(self.operator, "describe") else {}
         return {**self.task.describe(), "operator": op}

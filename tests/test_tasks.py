@@ -69,3 +69,23 @@ def test_image_seeds_are_stable_and_distinct():
     assert seeding.image_seed(0, "a", "restore") == seeding.image_seed(0, "a", "restore")
     seeds = {seeding.image_seed(s, i, st) for s in (0, 1) for i in ("a", "b") for st in ("degrade", "restore")}
     assert len(seeds) == 8
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_frame_image_is_the_degraded_picture_in_the_image_frame(name):
+    """Full-size pictures stay as they are, SR pictures stay small (their pixels tile the image), and the
+    valid convolution of deblur_gdp is edge-padded back in place: pixel (i, j) of y sits on (i+4, j+4)."""
+    from bench.methods.baselines import Bicubic
+
+    deg = load_task(name).build(24, "cpu", seed=0)
+    x = torch.rand(2, 3, 24, 24)
+    y = deg.degrade(x, seeding.make_generators(0, ["a", "b"], "degrade"))
+    pic, frame = deg.measurement_image(y), deg.frame_image(y)
+    if name == "deblur_gdp":
+        assert pic.shape[-2:] == (16, 16) and frame.shape[-2:] == (24, 24)
+        assert torch.equal(frame[..., 4:-4, 4:-4], pic)
+        assert torch.equal(frame[..., :4, 4:-4], pic[..., :1, :].expand(-1, -1, 4, -1))
+        out = Bicubic().restore(y, deg, None)
+        assert torch.equal(out, frame.clamp(0, 1))  # the baseline is the picture in place, not stretched
+    else:
+        assert torch.equal(frame, pic)

@@ -4,7 +4,9 @@ and the degraded image itself for other restoration tasks".
 Per task: ``sr4``/``sr4_bicubic``/``sr4_noisy`` -> bicubic upsampling (``torch.nn.functional.interpolate``,
 ``mode="bicubic"``, ``align_corners=False``, Keys a=-0.75 as PyTorch/OpenCV) of the low-resolution picture;
 ``deblur_*``/``denoise`` -> the blurred / noisy image; ``inpaint`` -> the masked image (missing pixels 0);
-``colorize`` -> the gray image replicated to RGB; ``lowlight`` -> the low-light input. The output is
+``colorize`` -> the gray image replicated to RGB; ``lowlight`` -> the low-light input; ``deblur_gdp``
+(a valid convolution, y is 8 px smaller) -> the blurred picture edge-padded back in place
+(``Degradation.frame_image``). The output is
 clamped to [0, 1]. It is deterministic and uses no generator.
 """
 
@@ -28,7 +30,7 @@ class Bicubic(Method):
         self.mode = mode
 
     def restore(self, y: Tensor, degradation: Degradation, generators) -> Tensor:
-        img = degradation.measurement_image(y)
+        img = degradation.frame_image(y)
         size = degradation.operator.x_shape[-2:] if hasattr(degradation.operator, "x_shape") else img.shape[-2:]
         if tuple(img.shape[-2:]) != tuple(size):
             kw = {} if self.mode == "nearest" else {"align_corners": False}

@@ -197,7 +197,7 @@ class DDRMSRLDM(Method):
                              f"(z_t = E(x_t) has to match the LR input)")
         with torch.no_grad():
             y = y.to(self.device, torch.float32).reshape(y.shape[0], -1)
-            lr, _ = self._srldm.lr_input(degradation.measurement_image(y), (H, W))
+            lr, _ = self._srldm.lr_input(degradation.frame_image(y), (H, W))
             c = lr.clamp(0, 1) * 2 - 1
             eps_fn = make_eps_fn(self.ldm.unet, self.ldm.vqvae, c, self.abar_padded, self.seq, self.strategy,
                                  self.ldm.unet_multiple)

@@ -4,8 +4,9 @@
 the denoising model ... For other image restoration tasks, such as denoising and deblurring, we
 down-scale the degraded image four times and follow the same pipeline."
 
-Input rule (no per-task code; decided by sizes). Let ``p = degradation.measurement_image(y)`` (a picture
-in [0, 1]) and (H, W) the target size, f the model's factor (4):
+Input rule (no per-task code; decided by sizes). Let ``p = degradation.frame_image(y)`` (the degraded
+picture in the image frame, in [0, 1]; a valid convolution's smaller y is edge-padded back in place)
+and (H, W) the target size, f the model's factor (4):
 
 * ``p`` is (H/f, W/f) (``sr4``, ``sr4_bicubic``, ``sr4_noisy``): p is the LR input as is;
 * ``p`` is (H, W) (deblur, denoise, inpaint, colorize, lowlight): the LR input is ``p`` downscaled to
@@ -139,7 +140,7 @@ class SRLDM(Method):
     def restore(self, y: Tensor, degradation: Degradation, generators: list[torch.Generator]) -> Tensor:
         if self.ldm is None:
             self.setup(y.device)
-        picture = degradation.measurement_image(y)
+        picture = degradation.frame_image(y)
         op = degradation.operator
         target = tuple(op.x_shape[-2:]) if hasattr(op, "x_shape") else tuple(picture.shape[-2:])
         lr, _ = self.lr_input(picture, target)

@@ -66,6 +66,13 @@ class LinearOperator:
         """A picture of the measurement, (B, 3, h, w), in the same value units as ``y``."""
         raise NotImplementedError
 
+    def frame_image(self, y: Tensor) -> Tensor:
+        """The degraded picture in the image's frame, for methods that need a picture rather than the
+        measurement (the ``bicubic`` baseline, SRLDM): ``measurement_image`` unless a subclass knows a
+        better alignment (valid convolutions pad it back around the image centre). Smaller pictures
+        (super-resolution) stay small: their pixels tile the image."""
+        return self.measurement_image(y)
+
     # ------------------------------------------------------------ derived ops
     def add_zeros(self, vec: Tensor) -> Tensor:
         """Pad a spectral vector (B, M) to (B, N) with zeros (DDRM ``add_zeros``)."""
