@@ -8,7 +8,15 @@ images at 64 px (Brock et al. 2019, BigGAN-deep; DiffAugment, Zhao et al. 2020):
     z ~ TruncNormal(-2, 2)^{z_dim} (truncation 1), e = the single class embedding (unconditional)
     L_D = E relu(1 - D(T(x))) + E relu(1 + D(T(G(z, e))))        hinge loss (SAGAN / BigGAN)
     L_G = -E D(T(G(z, e)))                                       T = DiffAugment color,translation,cutout
-    Adam betas (0, 0.99) for G and D (BigGAN: (0, 0.999)), lr D = 2 x lr G, EMA of G (decay min(ema_decay, (1+n)/(10+n)))
+    Adam betas (0, 0.99) for G and D (BigGAN: (0, 0.999)), lr D = 2 x lr G,
+    EMA of G (decay min(ema_decay, (1+n)/(10+n)))
+
+Reconstruction term (``recon_weight`` > 0; a DEVIATION from a pure GAN, for CPU budgets): as in GLO
+(Bojanowski et al. 2018), every training image i owns a learnable latent z_i (clamped to [-2, 2], the
+support of the prior), and G also minimises ``recon_weight * (|G(z_i) - x_i|_1 + |G(z_i) - x_i|^2)`` on
+the whole image resized to 64 px (random h-flip). With a few hundred CPU steps the adversarial game alone
+leaves blocky samples whose high frequencies hurt DGP; the reconstruction term makes G span natural
+images quickly (measured: see the model card). The hinge/DiffAugment/EMA parts are unchanged.
 
 Unconditional, and why: the data holds one image per ImageNet class, so 1000 class embeddings would each
 see one image (pure memorisation). The generator has ``num_classes=1`` (one embedding vector); DGP's class
@@ -44,8 +52,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.diffaugment import check_policy, diff_augment
+from bench.models.biggan_train import (Discriminator, generate, latents, random_generator_like, resized_images,
+                                       standing_stats, stats_indices, trainable_biggan)
 from bench.train import (EMA, atomic_torch_save, device_name, load_checkpoint, load_images, loss_table, pick_device,
                          random_crops, repo_path, save_fp16_safetensors, step_generator, train_loop, window_means)
+
+__all__ = ["GANTrainConfig", "train_gan", "trainable_biggan", "Discriminator", "generate", "latents",
+           "random_generator_like", "resized_images", "standing_stats", "stats_indices"]
 
 log = logging.getLogger("bench.train")
 
@@ -76,6 +89,9 @@ class GANTrainConfig:
     warmup: int = 0
     ema_decay: float = 0.999
     diffaugment: str = "color,translation,cutout"
+    recon_weight: float = 0.0  # > 0: add the GLO reconstruction term (module docstring) to L_G
+    recon_lr: float = 1e-2  # Adam lr of the per-image latents of the reconstruction term
+    init_from: str | None = None  # start from the G / D / EMA weights of this trainer's checkpoint (last.pt)
     stats_batches: int = 2
     stats_batch: int = 64
     seed: int = 0
@@ -93,177 +109,6 @@ class GANTrainConfig:
         return train_gan(self)
 
 
-# ------------------------------------------------------------------------------------------ models
-def _train_batchnorm_class():
-    from pytorch_pretrained_biggan.model import BigGANBatchNorm
-
-    class TrainBatchNorm(BigGANBatchNorm):
-        """``BigGANBatchNorm`` that normalises with batch statistics in training mode (the package has only
-        the inference path with stored statistics); eval mode is the package's forward, unchanged."""
-
-        def forward(self, x, truncation, condition_vector=None):
-            if not self.training:
-                return super().forward(x, truncation, condition_vector)
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), keepdim=True, correction=0)
-            out = (x - mean) * torch.rsqrt(var + self.eps)
-            if self.conditional:
-                weight = 1 + self.scale(condition_vector)[..., None, None]
-                bias = self.offset(condition_vector)[..., None, None]
-            else:
-                weight, bias = self.weight[None, :, None, None], self.bias[None, :, None, None]
-            return out * weight + bias
-
-    return BigGANBatchNorm, TrainBatchNorm
-
-
-def build_generator(cfg: GANTrainConfig) -> nn.Module:
-    """The package's BigGAN (init under ``cfg.seed``) with its batch norms switched to :class:`TrainBatchNorm`."""
-    from pytorch_pretrained_biggan import BigGANConfig
-
-    from bench.models.biggan import init_biggan
-
-    gen = dict(cfg.generator)
-    if int(gen.get("num_classes", 1)) != 1:
-        raise ValueError(f"generator.num_classes={gen['num_classes']}: this trainer trains an unconditional "
-                         "generator (one image per class in the data; see bench/train_gan.py). Fix: num_classes=1")
-    if gen.get("class_embed_dim", gen["z_dim"]) != gen["z_dim"]:
-        raise ValueError("generator.class_embed_dim must equal z_dim (the package concatenates z and the embedding "
-                         "into a 2*z_dim condition vector)")
-    ups = sum(bool(layer[0]) for layer in gen["layers"])
-    if 4 * 2 ** ups != int(gen["output_dim"]):
-        raise ValueError(f"generator.layers upsample {ups} times: 4 * 2**{ups} != output_dim={gen['output_dim']}")
-    model = init_biggan(BigGANConfig(**gen), cfg.seed)
-    base, train_cls = _train_batchnorm_class()
-    for m in model.modules():
-        if type(m) is base:
-            m.__class__ = train_cls  # same parameters and buffers: only forward() differs in training mode
-    return model
-
-
-def _sn(module: nn.Module) -> nn.Module:
-    return nn.utils.spectral_norm(module)
-
-
-class DBlock(nn.Module):
-    """BigGAN D residual block: relu (not on the first block) -> conv3 -> relu -> conv3 -> avg-pool, plus a
-    1x1-conv (+ pool) shortcut."""
-
-    def __init__(self, cin: int, cout: int, down: bool, preact: bool):
-        super().__init__()
-        self.conv1, self.conv2 = _sn(nn.Conv2d(cin, cout, 3, padding=1)), _sn(nn.Conv2d(cout, cout, 3, padding=1))
-        self.skip = _sn(nn.Conv2d(cin, cout, 1)) if (cin != cout or down) else None
-        self.down, self.preact = down, preact
-
-    def forward(self, x):
-        h = F.relu(x) if self.preact else x
-        h = self.conv2(F.relu(self.conv1(h)))
-        s = x if self.skip is None else self.skip(x)
-        if self.down:
-            h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
-        return h + s
-
-
-class Discriminator(nn.Module):
-    """Unconditional BigGAN-style D for 64 px: widths ch x (1, 2, 4, 8, 8), 4 downsamplings (64 -> 4),
-    ReLU, sum over space, linear."""
-
-    def __init__(self, ch: int = 16, resolution: int = 64):
-        super().__init__()
-        widths = [3, ch, 2 * ch, 4 * ch, 8 * ch, 8 * ch]
-        n_down = int(resolution).bit_length() - 3  # 64 -> 4
-        self.blocks = nn.ModuleList(DBlock(widths[i], widths[i + 1], down=i < n_down, preact=i > 0)
-                                    for i in range(len(widths) - 1))
-        # the output layer is NOT spectrally normalised: with a narrow D the fully normalised net starts with
-        # outputs ~0.05 and its hinge loss sat at 2.0 for the first 200 steps (measured); a free output scale
-        # lets D discriminate from the start (the hinge caps what it gains from growing it)
-        self.out = nn.Linear(widths[-1], 1)
-
-    def forward(self, x):
-        for b in self.blocks:
-            x = b(x)
-        return self.out(F.relu(x).sum(dim=(2, 3))).flatten()
-
-
-# ------------------------------------------------------------------------------------------- pieces
-def latents(g: torch.Generator, n: int, z_dim: int, truncation: float = 1.0) -> torch.Tensor:
-    """z = truncation * TruncNormal(-2, 2), as DGP / the package's ``truncated_noise_sample``."""
-    from bench.methods.dgp import truncated_normal
-
-    return truncation * truncated_normal(g, (n, z_dim))
-
-
-def generate(G: nn.Module, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
-    """G(z, e) with the single class embedding e (one-hot of class 0), in [-1, 1]."""
-    onehot = torch.zeros(z.shape[0], G.config.num_classes, device=z.device)
-    onehot[:, 0] = 1
-    return G(z, onehot, truncation)
-
-
-@torch.no_grad()
-def standing_stats(G: nn.Module, g: torch.Generator, batches: int, batch: int,
-                   indices: list[int] | None = None) -> nn.Module:
-    """Fill every batch norm's ``running_means/vars[k]`` with the mean batch statistics of its input at
-    truncation t_k = k / (n_stats - 1) (module docstring), for every k or only ``indices``. Spectral norm
-    stays in eval mode. G's batch norms must be :class:`TrainBatchNorm` (see :func:`build_generator`)."""
-    from pytorch_pretrained_biggan.model import BigGANBatchNorm
-
-    bns = [m for m in G.modules() if isinstance(m, BigGANBatchNorm)]
-    n_stats = bns[0].running_means.shape[0]
-    if type(bns[0]) is BigGANBatchNorm:
-        raise TypeError("standing_stats needs batch-statistics batch norms (bench.train_gan.build_generator)")
-    acc: dict = {}
-    hooks = [m.register_forward_pre_hook(lambda m, args: acc[m].append(torch.var_mean(
-        args[0].float(), dim=(0, 2, 3), correction=0))) for m in bns]
-    G.eval()
-    for m in bns:
-        m.train()  # batch statistics (TrainBatchNorm) while the stored ones are measured
-    dev = next(G.parameters()).device
-    try:
-        for k in (range(n_stats) if indices is None else indices):
-            t = k / (n_stats - 1)
-            acc.clear()
-            acc.update({m: [] for m in bns})
-            for _ in range(batches):
-                generate(G, latents(g, batch, G.config.z_dim, t).to(dev), max(t, 1e-6))
-            for m in bns:
-                m.running_vars[k] = torch.stack([v for v, _ in acc[m]]).mean(0)
-                m.running_means[k] = torch.stack([mu for _, mu in acc[m]]).mean(0)
-    finally:
-        for h in hooks:
-            h.remove()
-        G.eval()
-    return G
-
-
-def stats_indices(truncation: float, n_stats: int) -> list[int]:
-    """The stored-statistics rows the package's ``BigGANBatchNorm`` reads at ``truncation``."""
-    import math
-
-    coef, start = math.modf(truncation / (1.0 / (n_stats - 1)))  # the package's expression, bit for bit
-    return [int(start)] if coef == 0.0 else [int(start), int(start) + 1]
-
-
-def random_generator_like(config, seed: int, truncation: float, batches: int = 2, batch: int = 64) -> nn.Module:
-    """A random generator of the architecture ``config`` (BigGANConfig), made usable as a prior baseline
-    exactly as the trained one: standing statistics at ``truncation``, exact spectral vectors, frozen. The
-    "random generator of the same architecture" of the model card's DGP comparison."""
-    from bench.models.biggan import exact_spectral_vectors
-
-    cfg = GANTrainConfig(generator=json.loads(config.to_json_string()), seed=seed)
-    G = exact_spectral_vectors(build_generator(cfg))
-    standing_stats(G, step_generator(seed, 0, stream=7), batches, batch,
-                   stats_indices(truncation, config.n_stats))
-    return G.eval().requires_grad_(False)
-
-
-def resized_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> uint8 (N, 3, size, size), antialiased bilinear (the whole image, smaller)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
-
-
 # ------------------------------------------------------------------------------------------ training
 def train_gan(cfg: GANTrainConfig) -> dict:
     from bench.models.biggan import exact_spectral_vectors
@@ -273,29 +118,45 @@ def train_gan(cfg: GANTrainConfig) -> dict:
     raw, data_sha = load_images(cfg.data_root, cfg.data_limit)
     res = int(cfg.generator["output_dim"])
     images = resized_images(raw, cfg.resize).to(device)
-    G = build_generator(cfg).to(device)
+    G = trainable_biggan(cfg.generator, cfg.seed).to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
         D = Discriminator(cfg.d_channels, res).to(device)
+    if cfg.init_from:
+        init = torch.load(repo_path(cfg.init_from), map_location="cpu", weights_only=True)
+        G.load_state_dict(init["G"])
+        D.load_state_dict(init["D"])
     ema = EMA(G, cfg.ema_decay)
+    if cfg.init_from:
+        ema.load_state_dict(init["ema"])
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
+    whole = resized_images(raw, res).to(device)  # the reconstruction term's targets: whole images at 64 px
+    z_table = torch.nn.Parameter(latents(step_generator(cfg.seed, 0, stream=11), raw.shape[0],
+                                         int(cfg.generator["z_dim"])).to(device))
+    opt_z = torch.optim.Adam([z_table], lr=cfg.recon_lr)
     identity = json.loads(json.dumps({"kind": "gan", "generator": cfg.generator, "d_channels": cfg.d_channels,
                                       "data_sha256": data_sha, "seed": cfg.seed, "batch_size": cfg.batch_size,
-                                      "resize": cfg.resize, "diffaugment": cfg.diffaugment}))
+                                      "resize": cfg.resize, "diffaugment": cfg.diffaugment,
+                                      "recon_weight": cfg.recon_weight, "init_from": cfg.init_from}))
     ckpt = repo_path(cfg.ckpt_dir or f"results/train/{cfg.name}") / "last.pt"
     state = load_checkpoint(ckpt, identity) if cfg.resume else None
-    step, d_losses, g_losses, wall_prev = 0, [], [], 0.0
+    step, d_losses, g_losses, rec_losses, wall_prev = 0, [], [], [], 0.0
     if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         ema.load_state_dict(state["ema"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        with torch.no_grad():
+            z_table.copy_(state["z_table"])
+        opt_z.load_state_dict(state["opt_z"])
+        rec_losses.extend(state["rec_losses"])
         step, d_losses, g_losses = int(state["step"]), list(state["d_losses"]), list(state["g_losses"])
         wall_prev = float(state["wall_s"])
         log.info("resuming %s from %s at step %d", cfg.name, ckpt, step)
     g_pending: list[torch.Tensor] = []
+    rec_pending: list[torch.Tensor] = []
     t_start = time.perf_counter()
     z_dim = int(cfg.generator["z_dim"])
 
@@ -321,9 +182,24 @@ def train_gan(cfg: GANTrainConfig) -> dict:
         # G step on the same fakes (freshly augmented), against the updated D
         D.requires_grad_(False)
         loss_g = -D(diff_augment(fake, cfg.diffaugment, g)).mean()
+        total = loss_g
+        if cfg.recon_weight > 0:  # GLO term: G(z_i) ~ x_i for the batch's own images (module docstring)
+            idx = torch.randint(0, whole.shape[0], (cfg.batch_size,), generator=g)
+            flip = (torch.rand(cfg.batch_size, generator=g) < 0.5).to(device)
+            x = whole[idx.to(device)].float() / 127.5 - 1
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            rec = generate(G, z_table[idx.to(device)])
+            loss_rec = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+            total = total + cfg.recon_weight * loss_rec
+            rec_pending.append(loss_rec.detach())
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        opt_z.zero_grad(set_to_none=True)
+        total.backward()
         opt_g.step()
+        if cfg.recon_weight > 0:
+            opt_z.step()
+            with torch.no_grad():
+                z_table.clamp_(-2.0, 2.0)
         D.requires_grad_(True)
         ema.update(G)
         g_pending.append(loss_g.detach())
@@ -331,12 +207,15 @@ def train_gan(cfg: GANTrainConfig) -> dict:
 
     def save(s: int) -> None:
         g_losses.extend(torch.stack(g_pending).cpu().tolist() if g_pending else [])
+        rec_losses.extend(torch.stack(rec_pending).cpu().tolist() if rec_pending else [])
         g_pending.clear()
+        rec_pending.clear()
         if not all(map(lambda v: v == v and abs(v) != float("inf"), g_losses[-200:])):
             raise FloatingPointError(f"{cfg.name}: generator loss is not finite before step {s}; lower lr_g")
         atomic_torch_save({"identity": identity, "step": s, "G": G.state_dict(), "D": D.state_dict(),
                            "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                           "d_losses": d_losses, "g_losses": g_losses,
+                           "d_losses": d_losses, "g_losses": g_losses, "rec_losses": rec_losses,
+                           "z_table": z_table.detach(), "opt_z": opt_z.state_dict(),
                            "wall_s": wall_prev + time.perf_counter() - t_start}, ckpt)
 
     step = train_loop(step_fn, step, cfg.steps, losses=d_losses, save=save, ckpt_every=cfg.ckpt_every,
@@ -344,26 +223,31 @@ def train_gan(cfg: GANTrainConfig) -> dict:
     wall = wall_prev + time.perf_counter() - t_start
     G_ema = exact_spectral_vectors(ema.model)
     standing_stats(G_ema, step_generator(cfg.seed, 0, stream=7), cfg.stats_batches, cfg.stats_batch)
-    return export_gan(cfg, G_ema, step=step, d_losses=d_losses, g_losses=g_losses, wall_s=wall, device=device,
+    return export_gan(cfg, G_ema, step=step, d_losses=d_losses, g_losses=g_losses, rec_losses=rec_losses,
+                      wall_s=wall, device=device,
                       data_sha=data_sha, n_images=raw.shape[0], real=random_crops(images, 32, res,
                                                                                   step_generator(cfg.seed, 0, 8)))
 
 
 # ------------------------------------------------------------------------------------------- export
-def plot_gan_losses(d_losses: list[float], g_losses: list[float], path: Path, title: str) -> None:
+def plot_gan_losses(d_losses: list[float], g_losses: list[float], rec_losses: list[float], path: Path,
+                    title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for losses, label in ((d_losses, "D hinge loss"), (g_losses, "G loss -D(G(z))")):
+    offset = len(d_losses) - len(rec_losses)  # the reconstruction term may start later (init_from)
+    for losses, label, first in ((d_losses, "D hinge loss", 1), (g_losses, "G loss -D(G(z))", 1),
+                                 (rec_losses, "G reconstruction L1+L2", offset + 1)):
         if losses:
-            steps, means = zip(*[((a + b) / 2, m) for a, b, m in window_means(losses, 50)])
-            ax.plot(range(1, len(losses) + 1), losses, lw=0.4, alpha=0.3)
+            steps, means = zip(*[((a + b) / 2 + first - 1, m) for a, b, m in window_means(losses, 50)])
+            ax.plot(range(first, first + len(losses)), losses, lw=0.4, alpha=0.3)
             ax.plot(steps, means, lw=1.5, label=f"{label} (window mean)")
     ax.set(xlabel="step", ylabel="loss", title=title)
-    ax.legend()
+    if d_losses:
+        ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -371,22 +255,23 @@ def plot_gan_losses(d_losses: list[float], g_losses: list[float], path: Path, ti
 
 
 @torch.no_grad()
-def sample_grid(G: nn.Module, real: torch.Tensor, path: Path, seed: int = 0, n: int = 32) -> None:
-    """PNG: rows of training crops (top), then EMA samples at truncation 1.0 and 0.4 (DGP's default)."""
+def sample_grid(G: nn.Module, real: torch.Tensor, path: Path, seed: int = 0, n: int = 16) -> None:
+    """PNG: two rows of training crops (top), then EMA samples at truncation 1.0, then 0.4 (DGP's default)."""
     from PIL import Image
 
     dev = next(G.parameters()).device
     z = latents(step_generator(seed, 0, stream=9), n, G.config.z_dim)
     rows = [real[:n].to(dev)] + [generate(G, (t * z).to(dev), t) for t in (1.0, 0.4)]
     x = torch.cat(rows).clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
-    k, res = 16, x.shape[-1]
+    k, res = n // 2, x.shape[-1]
     grid = x.view(-1, k, 3, res, res).permute(0, 3, 1, 4, 2).reshape(-1, k * res, 3)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid.numpy()).save(path)
 
 
 def export_gan(cfg: GANTrainConfig, G: nn.Module, *, step: int, d_losses: list[float], g_losses: list[float],
-               wall_s: float, device, data_sha: str, n_images: int, real: torch.Tensor) -> dict:
+               rec_losses: list[float], wall_s: float, device, data_sha: str, n_images: int,
+               real: torch.Tensor) -> dict:
     """Write the fp16 EMA generator (+ config in the metadata), loss curves, sample grid and the card."""
     out = repo_path(cfg.priors_dir)
     weights = out / f"{cfg.name}.safetensors"
@@ -394,7 +279,7 @@ def export_gan(cfg: GANTrainConfig, G: nn.Module, *, step: int, d_losses: list[f
     meta = {"name": cfg.name, "step": str(step), "config": json.dumps(config), "data_sha256": data_sha,
             "format": "pytorch_pretrained_biggan.BigGAN(BigGANConfig(**config)) state dict, EMA weights, fp16"}
     sha = save_fp16_safetensors(G.state_dict(), weights, meta)
-    plot_gan_losses(d_losses, g_losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: hinge losses")
+    plot_gan_losses(d_losses, g_losses, rec_losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: losses")
     sample_grid(G, real, out / f"{cfg.name}_samples.png", cfg.seed)
     try:
         rel = weights.resolve().relative_to(repo_path("."))
@@ -405,13 +290,17 @@ def export_gan(cfg: GANTrainConfig, G: nn.Module, *, step: int, d_losses: list[f
             "wall_s": round(wall_s, 1), "device": device_name(device), "bytes": weights.stat().st_size,
             "final_d_loss": sum(d_losses[-100:]) / max(1, len(d_losses[-100:])),
             "final_g_loss": sum(g_losses[-100:]) / max(1, len(g_losses[-100:]))}
-    (out / f"{cfg.name}.md").write_text(gan_card(cfg, info, d_losses, g_losses, data_sha, n_images))
+    info["final_rec_loss"] = sum(rec_losses[-100:]) / len(rec_losses[-100:]) if rec_losses else None
+    (out / f"{cfg.name}.md").write_text(gan_card(cfg, info, d_losses, g_losses, rec_losses, data_sha, n_images))
     log.info("wrote %s (%d parameters, sha256 %s)", weights, n_params, sha)
     return info
 
 
-def gan_card(cfg: GANTrainConfig, info: dict, d_losses, g_losses, data_sha: str, n_images: int) -> str:
+def gan_card(cfg: GANTrainConfig, info: dict, d_losses, g_losses, rec_losses, data_sha: str, n_images: int) -> str:
     gen, name = cfg.generator, cfg.name
+    recon = (f"; + {cfg.recon_weight} x GLO reconstruction (L1 + L2, per-image latents, Adam lr {cfg.recon_lr}) "
+             f"over the last {len(rec_losses)} steps, final {info['final_rec_loss']:.4f}" if rec_losses else "")
+    rec_table = f"\n\nG reconstruction term (its last {len(rec_losses)} steps):\n\n{loss_table(rec_losses)}" if rec_losses else ""
     return f"""# {name}: embedded BigGAN-deep generator for DGP (embedded demo prior)
 
 A `pytorch-pretrained-biggan` BigGAN-deep generator at {gen['output_dim']}x{gen['output_dim']} trained by
@@ -431,7 +320,8 @@ image per ImageNet class, so class conditioning would be memorisation). The defa
 | discriminator (not shipped) | BigGAN-style residual D, width {cfg.d_channels} x (1, 2, 4, 8, 8), spectral norm |
 | data | {n_images} images of `{cfg.data_root}` (ImageNet-sample-96), content sha256 `{data_sha}`; resized to \
 {cfg.resize} px, random {gen['output_dim']}-crops + h-flips |
-| objective | hinge loss, DiffAugment `{cfg.diffaugment}` on real and fake |
+| objective | hinge loss, DiffAugment `{cfg.diffaugment}` on real and fake{recon} |
+| started from | {cfg.init_from or 'random init'} |
 | optimisation | Adam betas {tuple(cfg.betas)}, lr G {cfg.lr_g} / D {cfg.lr_d}, 1 D step per G step, batch {cfg.batch_size}, \
 EMA decay {cfg.ema_decay}, seed {cfg.seed} |
 | steps | {info['steps']} (of {cfg.steps} configured) |
@@ -448,7 +338,8 @@ Held-out evaluation images (`dataset=sample`, scikit-image photographs) are not 
 
 ## Samples and loss curves
 
-Top two rows: training crops; then EMA samples at truncation 1.0, then 0.4 (DGP's default), same z.
+Top two rows: training crops; then two rows of EMA samples at truncation 1.0, then two at 0.4 (DGP's
+default), same z.
 
 ![samples]({name}_samples.png)
 
@@ -460,5 +351,5 @@ D hinge loss:
 
 G loss:
 
-{loss_table(g_losses)}
+{loss_table(g_losses)}{rec_table}
 """

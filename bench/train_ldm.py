@@ -370,7 +370,9 @@ def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, devic
     out = pri / cfg.name
     shas = save_diffusers_dir(out, vq, unet_ema)
     plot_losses(st["vq_losses"], pri / f"{cfg.name}_vq_loss.png", f"{cfg.name} stage 1: VQ autoencoder loss")
-    plot_losses(st["unet_losses"], pri / f"{cfg.name}_unet_loss.png", f"{cfg.name} stage 2: latent eps loss")
+    unet_trained = bool(st["unet_losses"])
+    if unet_trained:  # a UNet exported unchanged from unet_init keeps its own (earlier) curve
+        plot_losses(st["unet_losses"], pri / f"{cfg.name}_unet_loss.png", f"{cfg.name} stage 2: latent eps loss")
     try:
         rel = out.resolve().relative_to(repo_path("."))
     except ValueError:
@@ -386,6 +388,15 @@ def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, devic
             "final_unet_loss": final(st["unet_losses"]), "latent_std": latent_std, **quality}
     ps = quality["heldout_psnr"]
     files = "\n".join(f"| `{k}` | `{v}` |" for k, v in shas.items())
+    if unet_trained:
+        stage2 = (f"{st['unet_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.unet_lr}, EMA {cfg.ema_decay}; "
+                  f"final loss {info['final_unet_loss']:.4f}"
+                  + (f"; started from `{cfg.unet_init}`" if cfg.unet_init else ""))
+        stage2_table = loss_table(st["unet_losses"])
+    else:
+        stage2 = (f"not retrained: the UNet of `{cfg.unet_init}` exported unchanged (its latent space is kept: "
+                  f"vq_trainable={cfg.vq_trainable})" if cfg.unet_init else "not trained (random UNet)")
+        stage2_table = "(not retrained here; the curve `" + f"{cfg.name}_unet_loss.png` is the UNet's own training)"
     (pri / f"{cfg.name}.md").write_text(f"""# {cfg.name}: embedded latent-diffusion 4x SR model (diffusers format)
 
 `LDMSuperResolutionPipeline` parts (`unet/`, `vqvae/`, `scheduler/`) in `{rel}/`, trained by
@@ -402,12 +413,11 @@ to `CompVis/ldm-super-resolution-4x-openimages`. Use: `python -m bench method=sr
 | stage 1 | {st['vq_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.vq_lr} (warm-up \
 {cfg.warmup if cfg.vq_warmup is None else cfg.vq_warmup}); final loss {info['final_vq_loss']:.4f}; codebook init from \
 encoder outputs: {cfg.codebook_init}, dead-code restart every {cfg.restart_every} steps \
-({sum(st['vq_restarts'])} codes moved) |
+({sum(st['vq_restarts'])} codes moved); started from `{cfg.vq_init or 'random init'}`, trained: {cfg.vq_trainable} |
 | codebook | {quality['codes_used']} of {cfg.vq['num_vq_embeddings']} codes used by the center crops of the training images |
 | first stage on held-out photos | PSNR {sum(ps) / len(ps):.2f} dB mean over the {len(ps)} `dataset=sample` photos at \
 {cfg.crop} px ({min(ps):.1f}-{max(ps):.1f}), D(Q(E(x))) saved as 8-bit |
-| stage 2 | {st['unet_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.unet_lr}, EMA {cfg.ema_decay}; \
-final loss {info['final_unet_loss']:.4f} |
+| stage 2 | {stage2} |
 | latent std | {latent_std:.3f} (no latent rescaling, as the CompVis SR model) |
 | wall time | {wall_s / 60:.1f} min on {info['device']}; torch {torch.__version__} |
 
@@ -431,7 +441,7 @@ Stage 1 (VQ autoencoder):
 
 Stage 2 (latent diffusion):
 
-{loss_table(st['unet_losses'])}
+{stage2_table}
 """)
     log.info("wrote %s (%s)", out, shas)
     return info

@@ -185,9 +185,9 @@ def test_shipped_train_configs_build(name):
         assert n <= 20_000_000 and plain["arch"]["image_size"] == 64
     elif name == "gan64":
         from bench.models.biggan import finetune_groups
-        from bench.train_gan import GANTrainConfig, build_generator
+        from bench.train_gan import GANTrainConfig, trainable_biggan
 
-        G = build_generator(GANTrainConfig(**plain))
+        G = trainable_biggan(GANTrainConfig(**plain).generator)
         assert G.config.output_dim == 64 and G.config.num_classes == 1 and len(finetune_groups(G)) == 5
     else:
         from bench.train_ldm import LDMTrainConfig, build_parts

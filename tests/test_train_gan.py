@@ -15,7 +15,7 @@ from PIL import Image
 from bench.cli import build_task
 from bench.diffaugment import check_policy, color, cutout, diff_augment, translation
 from bench.train import step_generator
-from bench.train_gan import (Discriminator, GANTrainConfig, build_generator, generate, latents, stats_indices,
+from bench.train_gan import (Discriminator, GANTrainConfig, trainable_biggan, generate, latents, stats_indices,
                              standing_stats, train_gan)
 from tests.conftest import CONF_DIR
 
@@ -75,7 +75,7 @@ def test_diffaugment_is_seeded_differentiable_and_does_what_it_says():
 
 # ------------------------------------------------------------------------------------------ batch norm
 def test_train_batchnorm_uses_batch_statistics_and_eval_uses_the_stored_ones():
-    G = build_generator(GANTrainConfig(generator=TINY_G))
+    G = trainable_biggan(TINY_G)
     bn = G.generator.layers[0].bn_0
     x = torch.randn(6, bn.num_features, 4, 4) * 3 + 2
     cond = torch.randn(6, 16)
@@ -94,7 +94,7 @@ def test_train_batchnorm_uses_batch_statistics_and_eval_uses_the_stored_ones():
 
 
 def test_standing_stats_fill_the_rows_the_package_reads():
-    G = build_generator(GANTrainConfig(generator=TINY_G))
+    G = trainable_biggan(TINY_G)
     standing_stats(G, step_generator(0, 0), 1, 16, indices=stats_indices(0.4, 11))
     bn = G.generator.layers[1].bn_1
     assert stats_indices(0.4, 11) == [4]
@@ -158,11 +158,33 @@ def test_gan_trains_resumes_exactly_and_exports_a_strictly_loadable_generator(tm
         assert d["source"] == "embedded" and d["sha256"] == info["sha256"] and d["path"] == str(weights)
 
 
+def test_reconstruction_term_continues_from_a_gan_checkpoint(tmp_path, images):
+    """recon_weight > 0 (GLO term) starting from a GAN checkpoint (init_from): G starts from that checkpoint's
+    weights, the per-image latents are stored and resumed, and the reconstruction loss falls on its images."""
+    train_gan(cfg(tmp_path / "a", images, steps=2))
+    first = tmp_path / "a" / "ckpt" / "last.pt"
+    kw = dict(init_from=str(first), recon_weight=1.0, recon_lr=0.05, lr_g=2e-3, ckpt_dir=str(tmp_path / "ckpt_r"))
+    G0 = torch.load(first, weights_only=True)["G"]
+    info = train_gan(cfg(tmp_path / "r", images, steps=12, ckpt_every=6, **kw))
+    state = torch.load(tmp_path / "ckpt_r" / "last.pt", weights_only=True)
+    rec = state["rec_losses"]
+    assert len(rec) == 12 and sum(rec[-3:]) / 3 < sum(rec[:3]) / 3, rec
+    assert state["z_table"].shape == (6, 8) and state["z_table"].abs().max() <= 2.0
+    assert info["final_rec_loss"] is not None
+    assert "GLO reconstruction" in (tmp_path / "r" / "priors" / "t_gan.md").read_text()
+    fresh = trainable_biggan(TINY_G, 0)
+    init = cfg(tmp_path / "i", images, steps=0, **{**kw, "ckpt_dir": str(tmp_path / "ckpt_i")})
+    train_gan(init)
+    G_init = torch.load(tmp_path / "ckpt_i" / "last.pt", weights_only=True)["G"]
+    assert all(torch.equal(G_init[k], G0[k]) for k in G0)
+    assert not all(torch.equal(fresh.state_dict()[k], G0[k]) for k in G0)
+
+
 def test_bad_generator_configs_name_the_fix(tmp_path, images):
     with pytest.raises(ValueError, match="num_classes=1"):
-        build_generator(GANTrainConfig(generator={**TINY_G, "num_classes": 1000}))
+        trainable_biggan({**TINY_G, "num_classes": 1000})
     with pytest.raises(ValueError, match="output_dim"):
-        build_generator(GANTrainConfig(generator={**TINY_G, "output_dim": 64}))
+        trainable_biggan({**TINY_G, "output_dim": 64})
     with pytest.raises(ValueError, match="allowed"):
         train_gan(cfg(tmp_path, images, diffaugment="colour"))
 

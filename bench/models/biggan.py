@@ -21,7 +21,8 @@ shipped as fp16 safetensors whose metadata holds the ``BigGANConfig``; fetched t
 :func:`bench.models.assets.fetch` (``method.generator.asset``: path + pinned sha256) and loaded strictly.
 It is *unconditional* (``num_classes=1``: one class embedding; the data has one image per class).
 
-``source=tiny``: :func:`tiny_biggan`, a random 32x32 BigGAN-deep with 4-channel-wide blocks, for tests. Its images are NOT meaningful.
+``source=tiny``: :func:`tiny_biggan`, a random 32x32 BigGAN-deep with 4-channel-wide blocks, for tests.
+Its images are NOT meaningful.
 
 Fine-tuning groups (:func:`finetune_groups`), DGP's ``Generator.get_params(i)`` transposed to the deep
 architecture: group 0 = the z/class input layer ``gen_z``; group k >= 1 = the GenBlocks (and the
