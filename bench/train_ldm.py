@@ -10,6 +10,18 @@ the decoder), x_rec = D(Q(z)) with the straight-through vector quantiser Q::
     L_AE = l1_weight |x - x_rec|_1 + l2_weight |x - x_rec|^2 + commit_weight L_VQ
     L_VQ = |sg[Q(z)] - z|^2 + beta |Q(z) - sg[z]|^2          (diffusers VectorQuantizer, beta 0.25)
 
+Codebook care (the first shipped model collapsed to 30 of its 2048 codes, 19.6 dB): at step 0 the
+codebook is set to encoder outputs of the first batch (``codebook_init``), and every ``restart_every``
+steps each code no batch selected since the last check is moved onto a random encoder output of the
+current batch ("dead-code restart", as in Jukebox / SoundStream / taming-transformers forks), so the
+quantiser keeps using its whole codebook. Neither changes the model: the file is a plain ``VQModel``.
+``vq_trainable=decoder`` freezes the encoder (and ``quant_conv``) and trains the codebook, ``post_quant_conv``
+and the decoder only: z = E(x) is unchanged, so a UNet trained on E's latents (``unet_init``) stays valid
+and stage 2 can be skipped (``unet_steps=0`` exports the initial UNet's weights unchanged).
+Stage 1 has its own warm-up (``vq_warmup``; the first model's loss spiked at step ~100 under a 1e-3
+peak lr). The export evaluates the autoencoder on the held-out ``dataset=sample`` photos (PSNR, never
+trained on) and writes it into the card.
+
 Stage 2, the latent diffusion model (LDM §3.3, concatenation conditioning): with E frozen,
 z_0 = E(x), c = 4x block average of x (16x16, the `sr4` degradation), betas = the hub DDIM scheduler's
 ``scaled_linear`` 0.0015..0.0155 with T = 1000 (:data:`bench.models.ldm.HUB_SCHEDULER_CONFIG`, so that
@@ -75,6 +87,12 @@ class LDMTrainConfig:
     vq_lr: float = 1e-3
     unet_lr: float = 1e-3
     warmup: int = 100
+    vq_init: str | None = None  # start stage 1 from these VQModel weights (a diffusers vqvae/ dir)
+    unet_init: str | None = None  # start stage 2 from these UNet2DModel weights (a diffusers unet/ dir)
+    vq_warmup: int | None = None  # stage-1 warm-up steps (None: warmup)
+    vq_trainable: str = "all"  # all | decoder (frozen encoder: the latent space, and a stage-2 UNet on it, stay valid)
+    codebook_init: bool = True  # step 0: codebook = encoder outputs of the first batch
+    restart_every: int = 50  # move codes unused over this many steps onto encoder outputs (0: never)
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     l1_weight: float = 1.0
@@ -108,15 +126,70 @@ def build_parts(cfg: LDMTrainConfig):
                          "latent must have the LR image's size. Fix: vq.block_out_channels with log2(factor)+1 levels")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return VQModel(**cfg.vq), UNet2DModel(**cfg.unet)
+        vq, unet = VQModel(**cfg.vq), UNet2DModel(**cfg.unet)
+    for model, init in ((vq, cfg.vq_init), (unet, cfg.unet_init)):
+        if init:
+            _init_from(model, init)
+    return vq, unet
 
 
-def vq_loss(vq, x: torch.Tensor, cfg: LDMTrainConfig) -> torch.Tensor:
-    """L_AE of the module docstring."""
-    out = vq(x)
-    rec = out.sample.float()
-    return (cfg.l1_weight * (rec - x).abs().mean() + cfg.l2_weight * (rec - x).pow(2).mean()
-            + cfg.commit_weight * out.commit_loss.float().mean())
+def _init_from(model: torch.nn.Module, directory: str) -> None:
+    """Strictly load ``<directory>/diffusion_pytorch_model.safetensors`` (a ``save_pretrained`` dir of the
+    same architecture) into ``model``: fine-tuning a shipped part instead of starting from scratch."""
+    from bench.models.assets import load_state_dict
+
+    f = repo_path(directory) / "diffusion_pytorch_model.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"init weights {f} do not exist. Fix: point vq_init/unet_init at a diffusers "
+                                "part directory (e.g. bench/priors/ldm_sr_tiny/vqvae) or set it to null")
+    try:
+        model.load_state_dict(load_state_dict(f), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{f} does not fit the configured architecture (vq/unet kwargs must be those it was "
+                         f"trained with): {str(e).splitlines()[0]}") from e
+
+
+def vq_forward(vq, x: torch.Tensor):
+    """``VQModel.forward`` spelled out (encode, quantise, decode) to also return the pre-quantisation
+    latents z (B, C, h, w) and the selected code of every latent pixel (B*h*w,)."""
+    z = vq.encode(x).latents
+    zq, commit, (_, _, idx) = vq.quantize(z)
+    rec = vq.decoder(vq.post_quant_conv(zq), zq if vq.config.norm_type == "spatial" else None)
+    return rec, commit, z, idx.reshape(-1)
+
+
+def vq_loss(vq, x: torch.Tensor, cfg: LDMTrainConfig):
+    """L_AE of the module docstring; also returns (z, code indices) for the codebook care."""
+    rec, commit, z, idx = vq_forward(vq, x)
+    rec = rec.float()
+    loss = (cfg.l1_weight * (rec - x).abs().mean() + cfg.l2_weight * (rec - x).pow(2).mean()
+            + cfg.commit_weight * commit.float().mean())
+    return loss, z, idx
+
+
+@torch.no_grad()
+def restart_codes(codebook: torch.Tensor, z: torch.Tensor, dead: torch.Tensor, g: torch.Generator) -> int:
+    """Move the ``dead`` codes (bool mask over codebook rows) onto random latent vectors of ``z``
+    (B, C, h, w), drawn with the CPU generator ``g``; returns how many moved."""
+    n = int(dead.sum())
+    if n:
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, codebook.shape[1]).float()
+        pick = torch.randint(0, flat.shape[0], (n,), generator=g).to(flat.device)
+        codebook[dead.to(codebook.device)] = flat[pick].to(codebook.dtype)
+    return n
+
+
+@torch.no_grad()
+def heldout_psnr(vq, device) -> list[float]:
+    """PSNR (dB, [0, 1] images) of D(Q(E(x))) on the held-out ``dataset=sample`` photos at 64 px, as the
+    SR pipeline decodes (``VQModel.decode`` quantises)."""
+    from bench.data import SampleDataset
+
+    ds = SampleDataset(image_size=int(vq.config.sample_size))
+    x = torch.stack([ds[i].image for i in range(len(ds))]).to(device)
+    rec = ((vq.decode(vq.encode(x * 2 - 1).latents).sample.float() + 1) / 2).clamp(0, 1)
+    rec = (rec * 255).round() / 255  # as saved (8-bit PNG)
+    return (10 * torch.log10(1 / (rec - x).pow(2).flatten(1).mean(1))).tolist()
 
 
 def ldm_loss(unet, z0: torch.Tensor, c: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
@@ -140,14 +213,26 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
         torch.backends.cudnn.benchmark = True
         images = images.to(device)  # crops are gathered on the GPU
     ema = EMA(unet, cfg.ema_decay)
-    vq_opt = torch.optim.AdamW(vq.parameters(), lr=cfg.vq_lr, weight_decay=0.0, **fused)
+    if cfg.vq_trainable not in ("all", "decoder"):
+        raise ValueError(f"vq_trainable={cfg.vq_trainable!r} not in ['all', 'decoder']")
+    if cfg.vq_trainable == "decoder":
+        if not cfg.vq_init:
+            raise ValueError("vq_trainable=decoder freezes the encoder: it needs a trained one (set vq_init)")
+        vq.encoder.requires_grad_(False)
+        vq.quant_conv.requires_grad_(False)
+    vq_params = [p for p in vq.parameters() if p.requires_grad]
+    vq_opt = torch.optim.AdamW(vq_params, lr=cfg.vq_lr, weight_decay=0.0, **fused)
     unet_opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0, **fused)
     betas = make_betas(S["beta_schedule"], S["num_train_timesteps"], S["beta_start"], S["beta_end"])
     abar, T = alphas_cumprod(betas.float()).to(device), betas.numel()
     identity = json.loads(json.dumps({"kind": "ldm_sr", "vq": cfg.vq, "unet": cfg.unet, "data_sha256": data_sha,
-                                      "seed": cfg.seed, "batch_size": cfg.batch_size, "crop": cfg.crop}))
+                                      "seed": cfg.seed, "batch_size": cfg.batch_size, "crop": cfg.crop,
+                                      "vq_init": cfg.vq_init, "unet_init": cfg.unet_init,
+                                      "vq_trainable": cfg.vq_trainable}))
     ckpt = repo_path(cfg.ckpt_dir or f"results/train/{cfg.name}") / "last.pt"
-    st = {"vq_step": 0, "unet_step": 0, "vq_losses": [], "unet_losses": [], "wall_s": 0.0, "vq_done": False}
+    n_codes = int(cfg.vq["num_vq_embeddings"])
+    st = {"vq_step": 0, "unet_step": 0, "vq_losses": [], "unet_losses": [], "wall_s": 0.0, "vq_done": False,
+          "vq_unused": torch.ones(n_codes, dtype=torch.bool), "vq_restarts": []}
     state = load_checkpoint(ckpt, identity) if cfg.resume else None
     if state is not None:
         vq.load_state_dict(state["vq"])
@@ -163,20 +248,32 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
 
-    def optimise(loss, params, opt, lr, s):
-        warmup_lr(opt, lr, cfg.warmup, s)
+    def optimise(loss, params, opt, lr, s, warmup=cfg.warmup):
+        warmup_lr(opt, lr, warmup, s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
         opt.step()
 
+    codebook = vq.quantize.embedding.weight
+    vq_warmup = cfg.warmup if cfg.vq_warmup is None else cfg.vq_warmup
+
     def vq_step(s: int) -> torch.Tensor:
-        x = random_crops(images, cfg.batch_size, cfg.crop, step_generator(cfg.seed, s, stream=1)).to(device)
+        g = step_generator(cfg.seed, s, stream=1)
+        x = random_crops(images, cfg.batch_size, cfg.crop, g).to(device)
+        if s == 0 and cfg.codebook_init:
+            with torch.no_grad(), autocast():
+                z = vq.encode(x).latents
+            restart_codes(codebook.data, z, torch.ones(n_codes, dtype=torch.bool), g)
         vq.train()
         with autocast():
-            loss = vq_loss(vq, x, cfg)
-        optimise(loss, vq.parameters(), vq_opt, cfg.vq_lr, s)
+            loss, z, idx = vq_loss(vq, x, cfg)
+        st["vq_unused"][idx.unique().cpu()] = False
+        if cfg.restart_every and (s + 1) % cfg.restart_every == 0:
+            st["vq_restarts"].append(restart_codes(codebook.data, z, st["vq_unused"], g))
+            st["vq_unused"] = torch.ones(n_codes, dtype=torch.bool)
+        optimise(loss, vq_params, vq_opt, cfg.vq_lr, s, vq_warmup)
         return loss.detach()
 
     def unet_step(s: int) -> torch.Tensor:
@@ -227,7 +324,21 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
     with torch.no_grad():
         x = random_crops(images, min(64, images.shape[0]), cfg.crop, step_generator(cfg.seed, 0, stream=3))
         latent_std = float(vq.encode(x.to(device)).latents.float().std())
-    return export_ldm(cfg, vq, ema.model, st, wall, device, data_sha, images.shape[0], latent_std)
+    shipped = copy.deepcopy(vq).half().float()  # evaluate what ships: fp16-rounded weights
+    quality = {"heldout_psnr": heldout_psnr(shipped, device), "codes_used": codes_used(shipped, images, device)}
+    return export_ldm(cfg, vq, ema.model, st, wall, device, data_sha, images.shape[0], latent_std, quality)
+
+
+def codes_used(vq, images: torch.Tensor, device, batch: int = 64) -> int:
+    """How many codebook entries the (center 64-crops of the) training images select."""
+    used = set()
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch):
+            x = images[i:i + batch].float().to(device) / 127.5 - 1
+            h0 = (x.shape[-2] - int(vq.config.sample_size)) // 2
+            x = x[..., h0:h0 + int(vq.config.sample_size), h0:h0 + int(vq.config.sample_size)]
+            used.update(vq.quantize(vq.encode(x).latents)[2][2].reshape(-1).tolist())
+    return len(used)
 
 
 def save_diffusers_dir(out: Path, vq, unet) -> dict[str, str]:
@@ -254,12 +365,14 @@ def save_diffusers_dir(out: Path, vq, unet) -> dict[str, str]:
 
 
 def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, device, data_sha: str,
-               n_images: int, latent_std: float) -> dict:
+               n_images: int, latent_std: float, quality: dict) -> dict:
     pri = repo_path(cfg.priors_dir)
     out = pri / cfg.name
     shas = save_diffusers_dir(out, vq, unet_ema)
     plot_losses(st["vq_losses"], pri / f"{cfg.name}_vq_loss.png", f"{cfg.name} stage 1: VQ autoencoder loss")
-    plot_losses(st["unet_losses"], pri / f"{cfg.name}_unet_loss.png", f"{cfg.name} stage 2: latent eps loss")
+    unet_trained = bool(st["unet_losses"])
+    if unet_trained:  # a UNet exported unchanged from unet_init keeps its own (earlier) curve
+        plot_losses(st["unet_losses"], pri / f"{cfg.name}_unet_loss.png", f"{cfg.name} stage 2: latent eps loss")
     try:
         rel = out.resolve().relative_to(repo_path("."))
     except ValueError:
@@ -272,8 +385,18 @@ def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, devic
             "unet_steps": st["unet_step"], "vq_parameters": sum(p.numel() for p in vq.parameters()),
             "unet_parameters": sum(p.numel() for p in unet_ema.parameters()), "wall_s": round(wall_s, 1),
             "device": device_name(device), "final_vq_loss": final(st["vq_losses"]),
-            "final_unet_loss": final(st["unet_losses"]), "latent_std": latent_std}
+            "final_unet_loss": final(st["unet_losses"]), "latent_std": latent_std, **quality}
+    ps = quality["heldout_psnr"]
     files = "\n".join(f"| `{k}` | `{v}` |" for k, v in shas.items())
+    if unet_trained:
+        stage2 = (f"{st['unet_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.unet_lr}, EMA {cfg.ema_decay}; "
+                  f"final loss {info['final_unet_loss']:.4f}"
+                  + (f"; started from `{cfg.unet_init}`" if cfg.unet_init else ""))
+        stage2_table = loss_table(st["unet_losses"])
+    else:
+        stage2 = (f"not retrained: the UNet of `{cfg.unet_init}` exported unchanged (its latent space is kept: "
+                  f"vq_trainable={cfg.vq_trainable})" if cfg.unet_init else "not trained (random UNet)")
+        stage2_table = "(not retrained here; the curve `" + f"{cfg.name}_unet_loss.png` is the UNet's own training)"
     (pri / f"{cfg.name}.md").write_text(f"""# {cfg.name}: embedded latent-diffusion 4x SR model (diffusers format)
 
 `LDMSuperResolutionPipeline` parts (`unet/`, `vqvae/`, `scheduler/`) in `{rel}/`, trained by
@@ -287,9 +410,14 @@ to `CompVis/ldm-super-resolution-4x-openimages`. Use: `python -m bench method=sr
 | files (fp16 safetensors; UNet = EMA weights) | see below |
 | parameters | VQ {info['vq_parameters']:,}; UNet {info['unet_parameters']:,} |
 | data | {n_images} images of `{cfg.data_root}`, content sha256 `{data_sha}`; random {cfg.crop}-crops + h-flips |
-| stage 1 | {st['vq_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.vq_lr}; final loss {info['final_vq_loss']:.4f} |
-| stage 2 | {st['unet_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.unet_lr}, EMA {cfg.ema_decay}; \
-final loss {info['final_unet_loss']:.4f} |
+| stage 1 | {st['vq_step']} steps, batch {cfg.batch_size}, AdamW lr {cfg.vq_lr} (warm-up \
+{cfg.warmup if cfg.vq_warmup is None else cfg.vq_warmup}); final loss {info['final_vq_loss']:.4f}; codebook init from \
+encoder outputs: {cfg.codebook_init}, dead-code restart every {cfg.restart_every} steps \
+({sum(st['vq_restarts'])} codes moved); started from `{cfg.vq_init or 'random init'}`, trained: {cfg.vq_trainable} |
+| codebook | {quality['codes_used']} of {cfg.vq['num_vq_embeddings']} codes used by the center crops of the training images |
+| first stage on held-out photos | PSNR {sum(ps) / len(ps):.2f} dB mean over the {len(ps)} `dataset=sample` photos at \
+{cfg.crop} px ({min(ps):.1f}-{max(ps):.1f}), D(Q(E(x))) saved as 8-bit |
+| stage 2 | {stage2} |
 | latent std | {latent_std:.3f} (no latent rescaling, as the CompVis SR model) |
 | wall time | {wall_s / 60:.1f} min on {info['device']}; torch {torch.__version__} |
 
@@ -313,7 +441,7 @@ Stage 1 (VQ autoencoder):
 
 Stage 2 (latent diffusion):
 
-{loss_table(st['unet_losses'])}
+{stage2_table}
 """)
     log.info("wrote %s (%s)", out, shas)
     return info

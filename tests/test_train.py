@@ -169,7 +169,7 @@ def test_ldm_sr_trains_resumes_and_loads_with_diffusers(tmp_path, images):
     assert x.shape == (1, 3, 32, 32) and torch.isfinite(x).all()
 
 
-@pytest.mark.parametrize("name", ["adm64", "ldm_sr"])
+@pytest.mark.parametrize("name", ["adm64", "ldm_sr", "gan64"])
 def test_shipped_train_configs_build(name):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -182,8 +182,58 @@ def test_shipped_train_configs_build(name):
 
         n = sum(p.numel() for p in build_adm(plain["arch"]).parameters())
         assert n <= 20_000_000 and plain["arch"]["image_size"] == 64
+    elif name == "gan64":
+        from bench.models.biggan import finetune_groups
+        from bench.train_gan import GANTrainConfig, trainable_biggan
+
+        G = trainable_biggan(GANTrainConfig(**plain).generator)
+        assert G.config.output_dim == 64 and G.config.num_classes == 1 and len(finetune_groups(G)) == 5
     else:
         from bench.train_ldm import LDMTrainConfig, build_parts
 
         vq, unet = build_parts(LDMTrainConfig(**plain))
         assert unet.config.in_channels == 6 and len(vq.config.block_out_channels) == 3
+
+
+def test_ldm_codebook_care_and_decoder_only_fine_tuning(tmp_path, images):
+    """Issue 17: dead codes move onto encoder outputs; vq_trainable=decoder leaves E (so the latent space a
+    UNet was trained on) bit-identical while the decoder and codebook learn; unet_steps=0 exports the
+    initial UNet unchanged; the card reports the held-out first-stage PSNR."""
+    from safetensors.torch import load_file
+
+    from bench.train_ldm import LDMTrainConfig, restart_codes
+
+    codebook = torch.zeros(5, 3)
+    z = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    dead = torch.tensor([True, False, True, False, False])
+    assert restart_codes(codebook, z, dead, torch.Generator().manual_seed(0)) == 2
+    vectors = {tuple(v) for v in z.permute(0, 2, 3, 1).reshape(-1, 3).tolist()}
+    assert tuple(codebook[0].tolist()) in vectors and tuple(codebook[2].tolist()) in vectors
+    assert codebook[1].abs().sum() == 0
+
+    vq = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+              up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[8, 16, 16], layers_per_block=1,
+              latent_channels=3, num_vq_embeddings=32, vq_embed_dim=3, norm_num_groups=4, sample_size=32)
+    unet = dict(sample_size=8, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=[16, 32],
+                down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+                norm_num_groups=8, attention_head_dim=8)
+    base = dict(vq=vq, unet=unet, data_root=str(images), crop=32, batch_size=2, warmup=1, progress=False,
+                device="cpu", ckpt_every=0)
+    LDMTrainConfig(**base, vq_steps=1, unet_steps=1, ckpt_dir=str(tmp_path / "c0"),
+                   priors_dir=str(tmp_path / "p0")).train()
+    init = tmp_path / "p0" / "ldm_sr_tiny"
+    with pytest.raises(ValueError, match="vq_init"):
+        LDMTrainConfig(**base, vq_trainable="decoder", ckpt_dir=str(tmp_path / "cx")).train()
+    info = LDMTrainConfig(**base, vq_steps=4, unet_steps=0, restart_every=2, vq_trainable="decoder",
+                          vq_init=str(init / "vqvae"), unet_init=str(init / "unet"), ckpt_dir=str(tmp_path / "c1"),
+                          priors_dir=str(tmp_path / "p1")).train()
+    before, after = (load_file(str(d / "ldm_sr_tiny" / "vqvae" / "diffusion_pytorch_model.safetensors"))
+                     for d in (tmp_path / "p0", tmp_path / "p1"))
+    enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    assert not torch.equal(before["decoder.conv_out.weight"], after["decoder.conv_out.weight"])
+    u0, u1 = (load_file(str(d / "ldm_sr_tiny" / "unet" / "diffusion_pytorch_model.safetensors"))
+              for d in (tmp_path / "p0", tmp_path / "p1"))
+    assert all(torch.equal(u0[k], u1[k]) for k in u0)
+    assert len(info["heldout_psnr"]) == 8 and 0 < info["codes_used"] <= 32
+    assert "first stage on held-out photos" in (tmp_path / "p1" / "ldm_sr_tiny.md").read_text()

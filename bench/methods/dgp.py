@@ -44,7 +44,14 @@ Paper-like settings are listed in ``conf/method/dgp.yaml``.
 
 Labels: the ImageNet class helps (DGP uses the dataset's label; ``class_search`` is its ``category < 0``
 branch). Set them per batch with :meth:`DGP.set_labels` (or ``method.labels = [...]`` or
-``restore(..., labels=...)``); they are consumed by the next ``restore`` call.
+``restore(..., labels=...)``); they are consumed by the next ``restore`` call. An unconditional generator
+(``num_classes == 1``, the embedded ``source=embedded`` one) has a single class: labels are ignored and
+the class search draws only class 0, so ``class_search`` true or false gives the same result.
+
+Generators (``method.generator``, :mod:`bench.models.biggan`): ``source=embedded`` (default) is the small
+64-px BigGAN-deep this project trained (card ``bench/priors/biggan64_imagenet96.md``; an "embedded demo
+prior", recorded in :meth:`DGP.describe` with its path and sha256); ``tiny`` is random (tests only);
+``biggan-deep-*`` / ``local_dir`` are the real BigGAN-deep checkpoints.
 """
 
 from __future__ import annotations
@@ -229,6 +236,8 @@ class DGP(Method):
         return torch.cat(outs).clamp(0, 1)
 
     def _class_of(self, label) -> int | None:
+        if self.G.config.num_classes == 1:  # unconditional generator (the embedded one): its single class
+            return 0
         if label is None:
             if self.class_search:
                 return None

@@ -15,8 +15,14 @@ The weights are read with ``torch.load(weights_only=True)`` (:func:`bench.models
 not with the package's unrestricted ``torch.load``; the config with ``BigGANConfig.from_json_file``. No
 sha256 is pinned upstream, so the digest of the file actually loaded is recorded for provenance.
 
-``source=tiny``: :func:`tiny_biggan`, a random 32x32 BigGAN-deep with 4-channel-wide blocks, for tests and
-the offline CLI default. Its images are NOT meaningful.
+``source=embedded`` (the default of ``method=dgp``): :func:`load_embedded`, the small 64x64 BigGAN-deep this
+project trained on ImageNet-sample-96 (``bench/train_gan.py``, card ``bench/priors/biggan64_imagenet96.md``),
+shipped as fp16 safetensors whose metadata holds the ``BigGANConfig``; fetched through
+:func:`bench.models.assets.fetch` (``method.generator.asset``: path + pinned sha256) and loaded strictly.
+It is *unconditional* (``num_classes=1``: one class embedding; the data has one image per class).
+
+``source=tiny``: :func:`tiny_biggan`, a random 32x32 BigGAN-deep with 4-channel-wide blocks, for tests.
+Its images are NOT meaningful.
 
 Fine-tuning groups (:func:`finetune_groups`), DGP's ``Generator.get_params(i)`` transposed to the deep
 architecture: group 0 = the z/class input layer ``gen_z``; group k >= 1 = the GenBlocks (and the
@@ -35,10 +41,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.models.assets import AssetError, _is_offline, load_state_dict, sha256_file
+from bench.models.assets import AssetError, _is_offline, asset_from_config, fetch, load_state_dict, sha256_file
 
-SOURCES = ("tiny", "biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
-GENERATOR_KEYS = ("source", "local_dir", "seed")
+SOURCES = ("embedded", "tiny", "biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
+PRETRAINED = SOURCES[2:]
+GENERATOR_KEYS = ("source", "local_dir", "seed", "asset")
+#: the shipped generator (``source=embedded``) when ``method.generator.asset`` names no other file
+EMBEDDED_PATH = "bench/priors/biggan64_imagenet96.safetensors"
 WEIGHTS_NAME, CONFIG_NAME = "pytorch_model.bin", "config.json"
 _S3 = "https://s3.amazonaws.com/models.huggingface.co/biggan"
 
@@ -49,7 +58,8 @@ def urls(source: str) -> dict[str, str]:
 
 
 def check_generator_config(gen) -> dict:
-    """Validate ``method.generator``: keys ``source`` (one of :data:`SOURCES`), ``local_dir``, ``seed``."""
+    """Validate ``method.generator``: keys ``source`` (one of :data:`SOURCES`), ``local_dir``, ``seed``,
+    ``asset`` (``{name, url, sha256, path}`` of the ``embedded`` safetensors file)."""
     gen = {str(k): v for k, v in dict(gen or {}).items()}
     unknown = sorted(set(gen) - set(GENERATOR_KEYS))
     if unknown:
@@ -66,7 +76,12 @@ def check_generator_config(gen) -> dict:
     seed = gen.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"method.generator.seed={seed!r} must be an integer (init seed of the tiny model)")
-    return {"source": source, "local_dir": None if local_dir is None else str(local_dir), "seed": seed}
+    asset = gen.get("asset") if source == "embedded" and local_dir is None else None  # only embedded reads it
+    asset = None if asset is None else {str(k): v for k, v in dict(asset).items()}
+    if asset is not None:
+        asset_from_config(asset)  # unknown keys / a malformed sha256 fail here, before any run starts
+    return {"source": source, "local_dir": None if local_dir is None else str(local_dir), "seed": seed,
+            "asset": asset}
 
 
 # ------------------------------------------------------------------------------------------------ tiny
@@ -89,25 +104,40 @@ def tiny_biggan(seed: int = 0) -> nn.Module:
     package) are set to 1/0, the attention gain to 0.5 (so the layer is exercised), and every spectral-norm
     ``u``/``v`` buffer to the exact top singular vectors of its weight, as converged training leaves them
     (in eval mode the package divides by u^T W v without power iterations)."""
+    model = init_biggan(tiny_config(), seed)
+    with torch.no_grad():
+        for layer in model.generator.layers:
+            if hasattr(layer, "gamma"):
+                layer.gamma.fill_(0.5)
+    exact_spectral_vectors(model)
+    return _frozen(model)
+
+
+def init_biggan(config, seed: int = 0) -> nn.Module:
+    """``BigGAN(config)`` with PyTorch's default init drawn under ``seed`` (the global RNG state is restored)
+    and the output batch norm's affine parameters, which the package leaves uninitialised, set to 1/0."""
     from pytorch_pretrained_biggan import BigGAN
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = BigGAN(tiny_config())
+        model = BigGAN(config)
     with torch.no_grad():
-        g = model.generator
-        g.bn.weight.fill_(1.0)
-        g.bn.bias.zero_()
-        for layer in g.layers:
-            if hasattr(layer, "gamma"):
-                layer.gamma.fill_(0.5)
-        for module in model.modules():
-            if hasattr(module, "weight_orig") and hasattr(module, "weight_u"):
-                w = module.weight_orig.reshape(module.weight_orig.shape[0], -1)
-                u, _, vh = torch.linalg.svd(w, full_matrices=False)
-                module.weight_u.copy_(u[:, 0])
-                module.weight_v.copy_(vh[0])
-    return _frozen(model)
+        model.generator.bn.weight.fill_(1.0)
+        model.generator.bn.bias.zero_()
+    return model
+
+
+@torch.no_grad()
+def exact_spectral_vectors(model: nn.Module) -> nn.Module:
+    """Set every spectral-norm ``u``/``v`` buffer to the exact top singular vectors of its weight, as
+    converged power iteration leaves them (in eval mode the package divides by u^T W v without iterating)."""
+    for module in model.modules():
+        if hasattr(module, "weight_orig") and hasattr(module, "weight_u"):
+            w = module.weight_orig.reshape(module.weight_orig.shape[0], -1).float()
+            u, _, vh = torch.linalg.svd(w, full_matrices=False)
+            module.weight_u.copy_(u[:, 0])
+            module.weight_v.copy_(vh[0])
+    return model
 
 
 def save_biggan(model: nn.Module, directory) -> Path:
@@ -157,8 +187,8 @@ def _resolve_files(source: str | None, local_dir: str | None, cache_dir, offline
                              f"{CONFIG_NAME} and {WEIGHTS_NAME} as pytorch-pretrained-biggan saves them "
                              f"(bench.models.biggan.save_biggan writes that format).")
         return config, weights, f"local:{weights.resolve()}"
-    if source not in SOURCES or source == "tiny":
-        raise AssetError(f"no pretrained BigGAN named {source!r}; choose one of {list(SOURCES[1:])} or set "
+    if source not in PRETRAINED:
+        raise AssetError(f"no pretrained BigGAN named {source!r}; choose one of {list(PRETRAINED)} or set "
                          "method.generator.local_dir")
     cache = Path(cache_dir).expanduser() if cache_dir else package_cache_dir()
     u = urls(source)
@@ -206,8 +236,39 @@ def load_biggan(source: str | None, local_dir: str | None = None, *, cache_dir=N
                             "output_dim": int(config.output_dim)}
 
 
+def load_embedded(asset_cfg: dict | None = None, *, offline: bool | None = None) -> tuple[nn.Module, dict]:
+    """The shipped generator: ``asset_cfg`` (default: :data:`EMBEDDED_PATH`, unverified) is fetched and
+    verified by :func:`bench.models.assets.fetch`; the safetensors metadata ``config`` is the BigGANConfig
+    (JSON); every tensor (parameters, spectral-norm vectors, per-truncation BN statistics) loads strictly."""
+    import json
+
+    from pytorch_pretrained_biggan import BigGANConfig
+    from safetensors import safe_open
+
+    asset = asset_from_config(asset_cfg or {"path": EMBEDDED_PATH})
+    path = fetch(asset, offline=offline, progress=False)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        config = BigGANConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, OSError) as e:
+        raise AssetError(f"{path}: no BigGANConfig in its safetensors metadata ('config'); write it with "
+                         f"bench.train_gan (python -m bench.train --config-name gan64): {e}") from e
+    model = init_biggan(config)
+    try:
+        model.load_state_dict(load_state_dict(path), strict=True)
+    except RuntimeError as e:
+        raise AssetError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from e
+    return _frozen(model), {"origin": f"embedded:{path}", "path": str(path), "sha256": sha256_file(path),
+                            "verified": asset.sha256 is not None, "output_dim": int(config.output_dim),
+                            "conditional": int(config.num_classes) > 1, "steps": meta.get("step"),
+                            "note": "embedded demo prior (64 px, trained on 1000 images): NOT BigGAN-deep"}
+
+
 def build_generator(cfg: dict) -> tuple[nn.Module, dict]:
     """``method.generator`` (validated by :func:`check_generator_config`) -> (model, provenance)."""
+    if not cfg["local_dir"] and cfg["source"] == "embedded":
+        return load_embedded(cfg.get("asset"))
     if cfg["local_dir"] or cfg["source"] != "tiny":
         return load_biggan(cfg["source"], cfg["local_dir"])
     model = tiny_biggan(cfg["seed"])

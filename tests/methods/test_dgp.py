@@ -5,6 +5,7 @@ task runs (shapes, range, determinism, batch independence), labels, config error
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -235,13 +236,17 @@ def test_vgg16_feature_needs_weights_offline_and_its_loss_path_runs(isolated_cac
 # ------------------------------------------------------------------------------------------------ CLI
 @pytest.mark.slow
 def test_cli_run_writes_one_png(tmp_path):
+    """The default generator is the embedded one; the manifest records its source, path and sha256."""
     cmd = [sys.executable, "-m", "bench", "method=dgp", "task=sr4", "dataset.limit=1",
            f"run.results_root={tmp_path}", "run.progress=false", "method.candidates=2",
-           "method.iterations=[2,1]"]
+           "method.iterations=[2,1,1]"]
     env = {**os.environ, "BENCH_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pngs = list(tmp_path.glob("*/sr4/dgp/*/images/*.png"))
     assert len(pngs) == 1
-    manifest = next(tmp_path.glob("*/sr4/dgp/*/manifest.json")).read_text()
-    assert '"candidates": 2' in manifest and '"source": "tiny"' in manifest
+    manifest = json.loads(next(tmp_path.glob("*/sr4/dgp/*/manifest.json")).read_text())
+    gen = manifest["method"]["generator"]
+    assert manifest["method"]["candidates"] == 2 and gen["source"] == "embedded"
+    assert gen["path"].endswith("bench/priors/biggan64_imagenet96.safetensors") and gen["verified"]
+    assert gen["sha256"] == gen["asset"]["sha256"]
