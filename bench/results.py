@@ -62,6 +62,7 @@ NON_SEMANTIC = {
     # model choice, and a step-less method (bicubic) with ``steps=10,20`` is ONE run, not two
     "model": None,
     "steps": None,
+    "gan": None,  # likewise feeds ``method.generator.source`` (DGP) only
     "dataset": ("root", "shard", "num_shards", "limit", "num_workers"),
     "task": ("description", "conventions"),  # documentation strings
 }

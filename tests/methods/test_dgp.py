@@ -250,3 +250,21 @@ def test_cli_run_writes_one_png(tmp_path):
     assert manifest["method"]["candidates"] == 2 and gen["source"] == "embedded"
     assert gen["path"].endswith("bench/priors/biggan64_imagenet96.safetensors") and gen["verified"]
     assert gen["sha256"] == gen["asset"]["sha256"]
+
+
+def test_top_level_gan_key_chooses_the_generator_and_only_counts_through_it():
+    """`gan:` (the GDP preset sets biggan-deep-256) feeds method.generator.source; the run identity sees the
+    source, not the top-level key, so methods without a generator are unaffected by it."""
+    from omegaconf import OmegaConf
+
+    from bench.results import semantic_config
+    from tests.conftest import compose
+
+    plain = lambda *o: OmegaConf.to_container(compose(*o), resolve=True)  # noqa: E731
+    assert plain("method=dgp")["method"]["generator"]["source"] == "embedded"
+    dgp = plain("method=dgp", "+gan=biggan-deep-256")
+    assert dgp["method"]["generator"]["source"] == "biggan-deep-256" and "gan" not in semantic_config(dgp)
+    ddrm = [semantic_config(plain("method=ddrm", *o)) for o in ((), ("+gan=biggan-deep-256",))]
+    assert ddrm[0] == ddrm[1]
+    preset = plain("+experiment=gdp_imagenet", "dataset.root=/nonexistent", "method=dgp")
+    assert preset["method"]["generator"]["source"] == "biggan-deep-256"
