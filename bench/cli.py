@@ -21,7 +21,7 @@ from bench.data import DatasetError
 from bench.models.assets import AssetError
 from bench.loggers import log_wandb, run_summary
 from bench.imageio import ImageReadError, remove_stale_temps
-from bench.metrics.pixel import METRIC_VERSION
+from bench.metrics.per_image import MetricsConfig, PerImageMetrics
 from bench.provenance import environment, git_info, now_iso
 from bench.results import RunStore, config_hash, reference_dir, write_json
 from bench.runner import RunOptions, load_method, restore_dataset
@@ -106,13 +106,14 @@ def run_from_config(cfg: DictConfig) -> Path | None:
         if stale:
             print(f"[bench] removed {len(stale)} temp files left by an interrupted run")
     load_seconds = load_method(method, device)  # before the manifest: describe() then knows the checkpoint
+    metrics = PerImageMetrics(MetricsConfig.from_config(c.get("metrics")), device)
     store.write_once("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     store.write_once("dataset_manifest.json", json.dumps(dman, indent=1) + "\n")
-    store.write_once("manifest.json", json.dumps(_manifest(c, task, method, dataset, dman, chash, device),
+    store.write_once("manifest.json", json.dumps(_manifest(c, task, method, dataset, dman, chash, device, metrics),
                                                  indent=2, sort_keys=True, default=str) + "\n")
     opts = RunOptions(
         seed=int(c["seed"]), batch_size=int(c["run"]["batch_size"]), num_workers=int(c["run"]["num_workers"]),
-        progress=bool(c["run"]["progress"]), load_seconds=load_seconds,
+        progress=bool(c["run"]["progress"]), load_seconds=load_seconds, metrics=metrics,
         reference_dir=reference_dir(root, dname, dataset.image_size, dman["sha256"]),
     )
     timing = restore_dataset(dataset, task, method, store, device, opts)
@@ -126,7 +127,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     return store.dir
 
 
-def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
+def _manifest(c, task, method, dataset, dman, chash, device, metrics) -> dict:
     return {
         "created_at": now_iso(),
         "config_hash": chash,
@@ -138,7 +139,7 @@ def _manifest(c, task, method, dataset, dman, chash, device) -> dict:
                     "image_size": dataset.image_size, "preprocessing": "guided-diffusion center_crop_arr, 8-bit"},
         "task": task.describe(),
         "method": {**method.describe(), "backprop_through_prior": bool(method.backprop_through_prior)},
-        "metrics": {"pixel": METRIC_VERSION},
+        "metrics": metrics.manifest_entry(),
     }
 
 
