@@ -99,6 +99,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     if pending == 0:
         print(f"[bench] {store.dir}: all {len(dataset)} images of this shard are done; nothing to do")
         print_summary(store)
+        _log(c, store, root)
         return store.dir
 
     if store.dir.exists():
@@ -121,10 +122,15 @@ def run_from_config(cfg: DictConfig) -> Path | None:
         write_json(store.dir / "timing" / f"{timing['invocation']}.json", timing)
     store.consolidate()
     print_summary(store)
+    _log(c, store, root)
+    return store.dir
+
+
+def _log(c: dict, store: RunStore, root: Path) -> None:
+    """The experiment logger (W&B logs only what is new, and says so when nothing is)."""
     lcfg = c.get("logger") or {}
     if lcfg.get("kind") == "wandb":
         log_wandb(store, c, root, **{k: v for k, v in lcfg.items() if k != "kind"})
-    return store.dir
 
 
 def _manifest(c, task, method, dataset, dman, chash, device, metrics) -> dict:
@@ -145,9 +151,10 @@ def _manifest(c, task, method, dataset, dman, chash, device, metrics) -> dict:
 
 def print_summary(store: RunStore) -> None:
     line = {"run": str(store.dir), **run_summary(store)}
-    for key in ("psnr", "ssim"):
+    for key, digits in (("psnr", 3), ("ssim", 4), ("lpips", 4), ("consistency", 6), ("consistency_psnr", 3),
+                        ("consistency_gdp", 3)):
         if key in line:
-            line[key] = round(line[key], 3 if key == "psnr" else 4)
+            line[key] = round(line[key], digits)
     if "images_per_s" in line:
         line["images_per_s"] = round(line["images_per_s"], 3)
     width = max(len(k) for k in line)

@@ -132,8 +132,13 @@ def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> 
 
 
 def _round_u8(x: Tensor) -> Tensor:
-    """MATLAB's conversion of a double to uint8: round half away from zero, saturate to 0..255."""
-    return torch.floor(x.clamp(0, 255) + 0.5).clamp(0, 255)
+    """MATLAB's conversion of a double to uint8: round half away from zero, saturate to 0..255.
+
+    Integer images under a symmetric kernel produce exact halves (k + 0.5) that float summation order turns
+    into k + 0.5 ± 1e-14, so values within 1e-9 of a half are taken as that half (rounded up): the result
+    does not depend on the order of the additions (MATLAB's own order is not documented)."""
+    x = x.clamp(0, 255)
+    return torch.floor(torch.round(x * 1e9) / 1e9 + 0.5).clamp(0, 255)
 
 
 def imresize_matlab(x: Tensor, size: tuple[int, int] | None = None, scale: float | None = None,

@@ -46,7 +46,9 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
 
 
 def _matlab_uint8(v: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor(v + 0.5), 0, 255)
+    """Round half away from zero and saturate; values within 1e-9 of k + 0.5 are that exact half (the tie
+    rule bench.metrics.niqe documents: independent of the float summation order)."""
+    return np.clip(np.floor(np.round(np.clip(v, 0, 255), 9) + 0.5), 0, 255)
 
 
 def imresize(img: np.ndarray, out_size: tuple[int, int] | None = None, scale: float | None = None,
