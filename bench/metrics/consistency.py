@@ -11,10 +11,11 @@ Two definitions, stored side by side because papers use both:
 * ``consistency_gdp`` (GDP's ``evaluations/cal_all_metrics.py::compute_consistency``, the "Consistency"
   column of its ImageNet table): ``mean((round(clamp(255 * bicubic_aa(x̂_8bit / 255), 0, 255)) - y_8bit)²)``
   on the 0..255 scale, where ``bicubic_aa`` is ``F.interpolate(mode='bicubic', antialias=True)`` to the size
-  of the degraded picture ``y_8bit`` (the saved ``degraded/<id>.png``), computed in float32 as GDP does. For
-  SR this is the LR mismatch; for same-size tasks (deblur, inpaint, colorize, denoise) the resize is the
-  identity and it is the distance between the output and the *degraded picture* (GDP's script applies it
-  unchanged there), not a data-fit term.
+  of the degraded picture ``y_8bit`` (the saved ``degraded/<id>.png``), computed in float32 as GDP does. It is
+  defined through an LR image, so it is stored for super-resolution only (a degraded picture smaller than the
+  output): for same-size tasks the resize is the identity and the script would measure the distance to the
+  blurred / masked / gray picture (0 for the identity baseline), not a data fit, and GDP's deblur / inpaint /
+  colorize numbers came from inputs its repository does not define.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["INCEPTION_SHA256", "INCEPTION_URL", "INCEPTION_NAME", "inception_weights", "InceptionFeatures",
-           "to_uint8", "feature_stats", "frechet_distance", "kid", "choose_kid_subset_size", "fid_from_features", "stats_cache_key",
+           "to_uint8", "feature_stats", "frechet_distance", "kid", "choose_kid_subset_size", "fid_from_features",
+           "stats_cache_key",
            "reference_stats", "SmallSampleWarning", "MIN_FID_SAMPLES"]
 
 INCEPTION_NAME = "weights-inception-2015-12-05-6726825d.pth"

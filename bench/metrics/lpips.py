@@ -29,7 +29,7 @@ from torch import Tensor
 
 from bench.metrics import MetricUnavailable
 
-__all__ = ["BACKBONES", "LINEAR_SHA256", "NETS", "LPIPSMetric", "lpips_version"]
+__all__ = ["BACKBONES", "LINEAR_SHA256", "NETS", "MIN_SIZE", "LPIPSMetric", "lpips_version"]
 
 NETS = ("alex", "vgg")
 #: torchvision's ImageNet backbones that ``lpips`` builds (``tv.alexnet`` / ``tv.vgg16``), as published
@@ -43,6 +43,8 @@ BACKBONES = {
 LINEAR_SHA256 = {"alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
                  "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"}
 VERSION = "lpips:lpips-package,v0.1 linear,inputs [-1,1] from 8-bit,spatial mean;v1"
+#: smallest image side the backbone's pooling stack accepts (measured: AlexNet fails below 31 px, VGG-16 below 16)
+MIN_SIZE = {"alex": 31, "vgg": 16}
 
 
 def lpips_version(net: str) -> str:
@@ -145,12 +147,22 @@ class LPIPSMetric:
                      "linear": {"package": f"lpips {importlib.metadata.version('lpips')}", "sha256": lin_sha,
                                 "standard": lin_sha == LINEAR_SHA256[net]}}
 
+    def size_problem(self, h: int, w: int) -> str | None:
+        """None when an h x w image can be scored, else why not (recorded as the n/a reason)."""
+        need = MIN_SIZE[self.net]
+        if min(h, w) < need:
+            return f"images of {w}x{h} are too small for LPIPS-{self.net} (its backbone needs >= {need} px)"
+        return None
+
     @torch.no_grad()
     def __call__(self, pred_u8: Tensor, target_u8: Tensor) -> Tensor:
         if pred_u8.dtype != torch.uint8 or target_u8.dtype != torch.uint8:
             raise TypeError(f"LPIPS takes the saved uint8 images, got {pred_u8.dtype} / {target_u8.dtype}")
         if pred_u8.shape != target_u8.shape:
             raise ValueError(f"shape mismatch: prediction {tuple(pred_u8.shape)} vs target {tuple(target_u8.shape)}")
+        problem = self.size_problem(*pred_u8.shape[-2:])
+        if problem:
+            raise ValueError(f"LPIPS: {problem}")
         p = 2 * (pred_u8.to(self.device, torch.float32) / 255) - 1
         t = 2 * (target_u8.to(self.device, torch.float32) / 255) - 1
         return self.model(p, t).reshape(-1).to("cpu", torch.float64)

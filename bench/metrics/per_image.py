@@ -7,7 +7,7 @@ group is part of the run hash); :class:`PerImageMetrics` computes, for a batch,
   ``crop_border`` conventions) and ``lpips`` (:mod:`bench.metrics.lpips`; ``None`` plus ``lpips_na`` = the reason
   when the backbone weights are unavailable, never 0);
 * measurement consistency (linear tasks, :mod:`bench.metrics.consistency`): ``consistency``,
-  ``consistency_psnr`` and GDP's ``consistency_gdp``; ``None`` for non-linear tasks.
+  ``consistency_psnr`` and GDP's ``consistency_gdp`` (super-resolution only); ``None`` otherwise.
 
 Every stored key is present in every row (``None`` when not applicable), so tables have fixed columns.
 :meth:`PerImageMetrics.manifest_entry` is the run manifest's ``metrics`` entry: the configuration, one
@@ -111,9 +111,12 @@ class PerImageMetrics:
         if gt_u8 is None:
             return {k: [None] * n for k in FULL_REFERENCE_KEYS}
         psnr, ssim = psnr_ssim(out_u8, gt_u8, self.cfg.channel, self.cfg.crop_border)
-        lp = self.lpips(out_u8, gt_u8) if self.lpips is not None else None
+        lp, na = None, self.lpips_na
+        if self.lpips is not None:
+            na = self.lpips.size_problem(*out_u8.shape[-2:])
+            lp = self.lpips(out_u8, gt_u8) if na is None else None
         return {"psnr": _listify(psnr, n), "ssim": _listify(ssim, n), "lpips": _listify(lp, n),
-                "lpips_na": [self.lpips_na] * n}
+                "lpips_na": [na] * n}
 
     def consistency(self, degradation, out_u8: Tensor, y: Tensor, degraded_u8: Tensor) -> dict[str, list]:
         """Consistency lists for a batch on the measurement's device (None for non-linear tasks / off)."""
@@ -121,6 +124,7 @@ class PerImageMetrics:
         if not self.cfg.consistency or not degradation.linear:
             return {k: [None] * n for k in CONSISTENCY_KEYS}
         mse, db = measurement_consistency(degradation.operator, out_u8.to(y.device, torch.float32) / 255, y)
-        gdp = gdp_consistency(out_u8, degraded_u8.to(out_u8.device))
+        lr = degraded_u8.shape[-2] < out_u8.shape[-2] or degraded_u8.shape[-1] < out_u8.shape[-1]
+        gdp = gdp_consistency(out_u8, degraded_u8.to(out_u8.device)) if lr else None  # SR only (module doc)
         return {"consistency": _listify(mse, n), "consistency_psnr": _listify(db, n),
                 "consistency_gdp": _listify(gdp, n)}

@@ -60,9 +60,9 @@ def _conventions(opts: ReportOptions) -> list[str]:
         "under each table): PSNR (data range 255), SSIM (Wang et al. 2004: Gaussian 11x11 sigma 1.5, population "
         "covariance, mean over the valid window positions = skimage; RGB = mean over channels; or the BT.601 Y "
         "channel), LPIPS (inputs in [-1, 1]), consistency `‖A(x̂)−y‖²/M` in [0, 1] units (linear tasks; ~sigma² "
-        "for the true image; its PSNR in measurement space is in `runs.csv`) and GDP's consistency "
-        "(`evaluations/cal_all_metrics.py`: MSE on 0..255 after a bicubic-antialiased resize of the output to the "
-        "degraded picture - for same-size tasks the distance to the degraded picture, not a data fit).",
+        "for the true image; its PSNR in measurement space is in `runs.csv`) and, for super-resolution, GDP's "
+        "consistency (`evaluations/cal_all_metrics.py`: MSE on 0..255 after a bicubic-antialiased resize of the "
+        "output to the LR input; GDP's other columns came from inputs its repository does not define).",
         f"- PSNR = inf (an output identical to its reference) is stored as inf and counted as {PSNR_CAP_DB:g} dB "
         "in means, intervals and differences (ignite's 10 log10(1/(MSE + 1e-10)) on [0, 1] data); a footnote "
         "marks the rows that contain such images.",
@@ -174,6 +174,8 @@ def build_report(opts: ReportOptions) -> Path:
                                     opts.niqe_variant, opts.niqe_crop_border)
     dmetrics = dataset_metrics.all_dataset_metrics(root, runs, res)
     df = aggregate.tidy_table(runs, dmetrics, root, n_boot=opts.bootstrap, seed=opts.seed)
+    for col in [c for c in df.columns if c.endswith("_na")]:  # reasons: one line, no absolute paths
+        df[col] = df[col].map(lambda v: dataset_metrics.short_reason(v) if isinstance(v, str) else v)
     values = {r.dir.relative_to(root).as_posix(): {m: aggregate.per_image_values(r, m, dmetrics.get(r.dir, {}))
                                                    for m in aggregate.PER_IMAGE} for r in runs}
 

@@ -310,6 +310,8 @@ def _row_na(r: Run, metric: str) -> str:
     if metric.startswith("consistency"):
         if metric not in r.rows:
             return "not stored by this run (older code)"
+        if metric == "consistency_gdp" and "consistency" in r.rows and r.rows["consistency"].notna().all():
+            return "GDP's consistency is defined through an LR image: super-resolution tasks only"
         return "not a linear task (no A to apply)"
     if metric not in r.rows:
         return "not stored by this run (older code)"
@@ -336,7 +338,8 @@ def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: 
             vals = per_image_values(r, m, dm)
             if m in REPORT_PER_IMAGE and m not in dm:
                 continue
-            mean, lo, hi = bootstrap_ci([vals[i] for i in sorted(vals)], n_boot, cell_seed(seed, *cell_identity(r, label), m))
+            mean, lo, hi = bootstrap_ci([vals[i] for i in sorted(vals)], n_boot,
+                                        cell_seed(seed, *cell_identity(r, label), m))
             if m in ROW_METRICS and len(vals) != len(r.rows) and math.isfinite(mean):
                 mean = lo = hi = math.nan  # never a mean over part of the images
             rec.update({f"{m}_mean": mean, f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})

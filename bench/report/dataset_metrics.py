@@ -57,6 +57,8 @@ def short_reason(text: str) -> str:
     """One line, ``|`` escaped, absolute paths reduced to their file name (reports carry no absolute paths)."""
     line = "; ".join(s.strip() for s in str(text).splitlines() if s.strip()).replace("|", "/")
     return _ABS_PATH.sub(lambda m: m.group(1) or "<path>", line)
+
+
 COUNTS: Counter = Counter()  # inception_images, reference_stats, loe_runs, niqe_runs, pi_runs
 NIQE_HINT = "pass --niqe-params (BasicSR's niqe_pris_params.npz)"
 
@@ -123,7 +125,7 @@ class Resources:
             if p is None:
                 self._cache["niqe"] = (None, f"NIQE parameters not found: {NIQE_HINT}")
             elif not Path(p).is_file():
-                self._cache["niqe"] = (None, f"NIQE parameters not found at {p}: {NIQE_HINT}")
+                self._cache["niqe"] = (None, f"NIQE parameters not found at {Path(p).name}: {NIQE_HINT}")
             else:
                 self._cache["niqe"] = (NIQEParams.load(p), _file_sha(Path(p)))
         return self._cache["niqe"]

@@ -8,8 +8,8 @@
 Determinism: every interval is seeded with :func:`cell_seed` = sha256 of the report seed and the *cell
 identity* (dataset, task, method variant, steps, metric; for a comparison both cells) - never a run hash - so
 identical outputs give identical intervals and regenerating a report prints the same numbers. Edge cases:
-fewer than 2 values -> no interval (NaN); all values (differences) equal -> the degenerate interval
-``(v, v)`` (BCa is undefined there; scipy would return NaN with a warning).
+fewer than 2 values -> no interval (NaN); all values (differences) equal up to round-off -> the degenerate
+interval ``(v, v)`` (BCa is undefined there; scipy would return NaN with a warning).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def _bca(data: tuple[np.ndarray, ...], statistic, n_boot: int, seed: int, paired
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _constant(v: np.ndarray) -> bool:
+    """All values equal up to float round-off (BCa's acceleration is 0/0 there)."""
+    return float(np.ptp(v)) <= 1e-12 * max(1.0, float(np.abs(v).max()))
+
+
 def _mean(x, axis=-1):
     return np.mean(x, axis=axis)
 
@@ -62,7 +67,7 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, floa
     mean = float(v.mean())
     if v.size < 2 or n_boot <= 0:
         return mean, math.nan, math.nan
-    if np.all(v == v[0]):
+    if _constant(v):
         return mean, mean, mean
     lo, hi = _bca((v,), _mean, n_boot, seed, paired=False)
     return mean, lo, hi
@@ -83,7 +88,7 @@ def paired_diff(a: dict, b: dict, n_boot: int = 1000, seed: int = 0) -> dict:
     mean = float(d.mean())
     if n < 2 or n_boot <= 0:
         lo = hi = math.nan
-    elif np.all(d == d[0]):
+    elif _constant(d):
         lo = hi = mean
     else:
         lo, hi = _bca((xa, xb), _mean_diff, n_boot, seed, paired=True)

@@ -256,7 +256,7 @@ def caption(df: pd.DataFrame, pv: pd.DataFrame, conventions: list[str]) -> list[
     out = [f"Conventions of this table: {'; '.join(conventions)}."]
     sources = list(dict.fromkeys(pv[pv["task"] == task]["source"]))
     for s in sources:
-        cite = pv[pv["source"] == s].iloc[0]["citation"]
+        cite = pv[(pv["source"] == s) & (pv["task"] == task)].iloc[0]["citation"]
         proto = PAPER_PROTOCOL["Liu" if s.startswith("Liu") else s] if (s.startswith("Liu") or s in PAPER_PROTOCOL) \
             else "as in the citation"
         out.append(f"[{paper_source_label(s)}] {cite}; protocol: {proto}.")

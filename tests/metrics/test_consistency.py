@@ -84,12 +84,13 @@ def test_gdp_consistency_equals_its_script():
 def test_per_image_metrics_consistency_for_linear_tasks_only():
     pm = PerImageMetrics(MetricsConfig(lpips_net=None))
     x = _photos(2)
-    for task, linear in (("deblur_gauss", True), ("lowlight", False)):
+    for task, linear, sr in (("sr4", True, True), ("deblur_gauss", True, False), ("lowlight", False, False)):
         deg = _degradation(task)
         y = _degrade(deg, x)
         vals = pm.consistency(deg, _u8(x), y, _u8(deg.measurement_image(y).clamp(0, 1)))
         assert set(vals) == {"consistency", "consistency_psnr", "consistency_gdp"}
-        assert all((v is not None) == linear for col in vals.values() for v in col), task
+        assert all((v is not None) == linear for k in ("consistency", "consistency_psnr") for v in vals[k]), task
+        assert all((v is not None) == sr for v in vals["consistency_gdp"]), task  # GDP's: an LR image only
     off = PerImageMetrics(MetricsConfig(lpips_net=None, consistency=False))
     assert all(v is None for col in off.consistency(deg, _u8(x), y, _u8(x)).values() for v in col)
     assert off.lpips_na == "LPIPS switched off (metrics.lpips.net=null)"
@@ -102,3 +103,18 @@ def test_metrics_config_rejects_unknown_keys():
         MetricsConfig.from_config({"crop_border": -1})
     cfg = MetricsConfig.from_config(OmegaConf.to_container(compose("metrics=gdp").metrics))
     assert (cfg.crop_border, cfg.lpips_net, cfg.channel) == (4, "vgg", "rgb")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
+def test_consistency_on_cuda_equals_cpu():
+    pm = PerImageMetrics(MetricsConfig(lpips_net=None))
+    x = _photos(2)
+    cpu_deg = _degradation("sr4_noisy")
+    y = _degrade(cpu_deg, x)  # one measurement (CPU noise), scored on both devices
+    out = {}
+    for dev in ("cpu", "cuda"):
+        deg = cpu_deg.task.build(64, dev, seed=0)
+        yd = y.to(dev)
+        out[dev] = pm.consistency(deg, _u8(x.to(dev)), yd, _u8(deg.measurement_image(yd).clamp(0, 1)))
+    for k in out["cpu"]:
+        assert out["cuda"][k] == pytest.approx(out["cpu"][k], rel=1e-4, abs=1e-6), k

@@ -80,6 +80,21 @@ def test_unavailable_offline_is_a_reason_not_zero(tmp_path, monkeypatch):
         LPIPSMetric("squeeze")
 
 
+def test_too_small_images_are_a_reason(torch_home, tmp_path, monkeypatch):
+    """AlexNet's pooling stack needs >= 31 px: 16-px outputs get n/a with the reason, not a crash."""
+    from bench.metrics.per_image import MetricsConfig, PerImageMetrics
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    pm = PerImageMetrics(MetricsConfig(lpips_backbone_path=str(torch_home[1])))
+    x = _photos(2)
+    small = pm.full_reference(x[..., :16, :16].contiguous(), x[..., :16, :16].contiguous())
+    assert small["lpips"] == [None, None] and "too small for LPIPS-alex" in small["lpips_na"][0]
+    ok = x[..., :31, :31].contiguous()
+    assert all(v is not None for v in pm.full_reference(ok, ok)["lpips"])
+    with pytest.raises(ValueError, match=">= 31 px"):
+        pm.lpips(x[..., :30, :30].contiguous(), x[..., :30, :30].contiguous())
+
+
 def test_not_a_backbone_file_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     bad = tmp_path / "other.pth"
@@ -121,3 +136,14 @@ def test_run_stores_lpips_and_consistency_per_image(torch_home, tmp_path, monkey
     assert off["lpips"].isna().all() and off["lpips_na"].str.contains("offline").all()
     assert "lpips" not in json.loads((b / "manifest.json").read_text())["metrics"]["versions"]
     assert np.allclose(off["psnr"], df["psnr"]) and np.allclose(off["consistency"], df["consistency"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
+def test_cuda_equals_cpu(torch_home, tmp_path, monkeypatch):
+    _, ckpt = torch_home
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    gt = _photos()
+    out = gt.flip(0)
+    cpu = LPIPSMetric("alex", backbone_path=ckpt)(out, gt)
+    gpu = LPIPSMetric("alex", backbone_path=ckpt, device="cuda")(out.cuda(), gt.cuda())
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-5)

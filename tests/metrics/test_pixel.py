@@ -156,3 +156,15 @@ def test_ssim_is_as_fast_as_skimage():
         _sk_ssim(b, a)
         ref.append(time.perf_counter() - t0)
     assert min(ours) <= 1.5 * min(ref), (min(ours), min(ref))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
+def test_cuda_equals_cpu(pairs):
+    """On CUDA the runner computes PSNR/SSIM where the batch is (one chunk per image there)."""
+    for _, a, b in pairs[:6]:
+        ta, tb = _t(a), _t(b)
+        for ch in ("rgb", "y"):
+            cpu = psnr_ssim(tb, ta, channel=ch)
+            gpu = psnr_ssim(tb.cuda(), ta.cuda(), channel=ch)
+            for c, g in zip(cpu, gpu):
+                torch.testing.assert_close(g.cpu(), c, rtol=0, atol=1e-10)

@@ -253,8 +253,8 @@ def test_tradeoff_baseline_is_a_line_not_a_point(tmp_path):
 
 
 def test_idempotent(results, tmp_path, offline):
-    a = report(results, tmp_path / "a", "--bootstrap", "100")
-    b = report(results, tmp_path / "b", "--bootstrap", "100")
+    a = report(results, tmp_path / "a", "--bootstrap", "20")
+    b = report(results, tmp_path / "b", "--bootstrap", "20")
     for f in ("README.md", "runs.csv"):
         assert (a / f).read_bytes() == (b / f).read_bytes()
     for f in sorted(p.name for p in (a / "figures").iterdir()):
