@@ -112,18 +112,22 @@ def load_method(method: Method, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def warm_up_writer() -> None:
-    """Run the writer's code paths (torchmetrics PSNR/SSIM, PNG encoding) once on a tiny image in the
-    main thread before sampling starts. Their first use imports several heavy modules (torchmetrics,
-    scipy, PIL plugins); done lazily on the writer thread it held the GIL while the second batch, the
-    first TIMED one, was launching kernels (measured on an H100: DDRM deblur_gauss on the 8 sample photos
-    reported 0.34 img/s, 12.9 with this warm-up), so short runs under-reported throughput."""
+def warm_up_writer(metrics: PerImageMetrics | None = None) -> None:
+    """Run the writer's code paths (the per-image metrics - PSNR/SSIM, LPIPS when available - and PNG
+    encoding) once on a tiny image in the main thread before sampling starts. Their first use imports
+    modules and initialises kernels (PIL plugins, the LPIPS backbone's first forward); done lazily on the
+    writer thread that held the GIL while the second batch, the first TIMED one, was launching kernels
+    (measured on an H100 when this was torchmetrics: DDRM deblur_gauss on the 8 sample photos reported
+    0.34 img/s, 12.9 with this warm-up), so short runs under-reported throughput."""
     import io
 
     from PIL import Image
 
-    x = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
-    psnr_ssim(x, x)
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)  # >= LPIPS-alex's 31 px minimum
+    if metrics is not None:
+        metrics.full_reference(x, x)
+    else:
+        psnr_ssim(x, x)
     Image.fromarray(x[0].permute(1, 2, 0).numpy()).save(io.BytesIO(), format="PNG")
 
 
@@ -151,7 +155,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
     if opts.metrics.lpips_na:
         print(f"[bench] LPIPS n/a for this run: {opts.metrics.lpips_na}")
     t_warm = time.perf_counter()
-    warm_up_writer()
+    warm_up_writer(opts.metrics)
     timer.seconds["writer_warmup"] = time.perf_counter() - t_warm
     batch_times, batch_sizes, nfes = [], [], []
     bar = tqdm(total=len(pending), desc=f"{method.name}/{task.name}", unit="img", disable=not opts.progress)
