@@ -228,7 +228,7 @@ def fid_entry(root: Path, run: Run, res: Resources) -> dict:
         warnings.simplefilter("ignore")
         v = fid_from_features(ref["features"], fake)
     v.update({"extractor_sha256": sha, "extractor_standard": sha == INCEPTION_SHA256})
-    return {"key": key, "value": v}
+    return {"key": key, "version": FID_VERSION, "value": v}
 
 
 def loe_entry(run: Run) -> dict:
