@@ -36,7 +36,7 @@ from bench.models.assets import AssetError
 from bench.paths import conf_dir
 from bench.loggers import log_wandb, run_summary
 from bench.imageio import ImageReadError, remove_stale_temps, to_uint8
-from bench.metrics.pixel import METRIC_VERSION
+from bench.metrics.per_image import MetricsConfig, PerImageMetrics
 from bench.provenance import environment, git_info, now_iso
 from bench.results import (RunStore, code_fingerprint, config_hash, identity, reference_dir, reference_problem,
                            write_json, write_reference)
@@ -145,6 +145,7 @@ class Cell:
     store: RunStore
     device: object
     force: bool
+    metrics: PerImageMetrics
 
 
 def run_from_config(cfg: DictConfig) -> Path | None:
@@ -153,6 +154,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     check_missing(c, OmegaConf.to_container(cfg, resolve=False))
     check_run_options(c["run"])
     check_dataset_options(c["dataset"])
+    metrics_cfg = MetricsConfig.from_config(c.get("metrics"))
     root = check_results_root(c["run"]["results_root"])
     force = bool(c["run"].get("force", False))
     if force and int(c["dataset"].get("num_shards", 1)) > 1:
@@ -178,10 +180,11 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     dataset.check_files(progress=bool(c["run"]["progress"]))  # full decode of the shard, before any dir
     dman = dataset.manifest()
     code = code_fingerprint()
-    versions = {"metrics": METRIC_VERSION}
+    metrics = PerImageMetrics(metrics_cfg, device)  # LPIPS weights (or the reason they are n/a) once
+    versions = {"metrics": metrics.manifest_entry()["versions"]}
     chash = config_hash(c, dman["sha256"], code["fingerprint"], versions)
     store = RunStore(root, dname, task.name, method.name, method.steps, chash)
-    cell = Cell(c, root, task, method, dataset, dman, code, versions, chash, store, device, force)
+    cell = Cell(c, root, task, method, dataset, dman, code, versions, chash, store, device, force, metrics)
     ids = {e.id for e in dataset.entries}
     runlog = RunLog()
     try:
@@ -213,7 +216,7 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
     opts = RunOptions(
         seed=int(cell.c["seed"]), batch_size=int(cell.c["run"]["batch_size"]),
         num_workers=int(cell.c["run"]["num_workers"]), progress=bool(cell.c["run"]["progress"]),
-        reference_dir=reference_dir(cell.root, cell.c["dataset"]["name"], dataset.image_size, cell.dman["sha256"]),
+        metrics=cell.metrics, reference_dir=reference_dir(cell.root, cell.c["dataset"]["name"], dataset.image_size, cell.dman["sha256"]),
     )
     runlog.note(f"start: {command_line()} (shard {dataset.shard}/{dataset.num_shards}, {len(ids)} images, "
                 f"device {cell.device}, code {cell.code['fingerprint'][:12]})", echo=False)
@@ -231,6 +234,7 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
         if len(done) == len(ids):
             runlog.note(f"{store.dir}: all {len(ids)} images of this shard are done and verified; nothing to do")
             print_summary(store)
+            _log(cell.c, store, cell.root)
             return store.dir
         runlog.note(f"resume: {len(done)} of {len(ids)} images are done and verified; restoring "
                     f"{len(ids) - len(done)}")
@@ -249,10 +253,15 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
         write_json(store.dir / "timing" / f"{timing['invocation']}.json", timing)
     store.consolidate()
     runlog.note(f"finished: {json.dumps(print_summary(store), default=str)}", echo=False)
-    lcfg = cell.c.get("logger") or {}
-    if lcfg.get("kind") == "wandb":
-        log_wandb(store, cell.c, cell.root, **{k: v for k, v in lcfg.items() if k != "kind"})
+    _log(cell.c, store, cell.root)
     return store.dir
+
+
+def _log(c: dict, store: RunStore, root: Path) -> None:
+    """The experiment logger (W&B logs only what is new, and says so when nothing is)."""
+    lcfg = c.get("logger") or {}
+    if lcfg.get("kind") == "wandb":
+        log_wandb(store, c, root, **{k: v for k, v in lcfg.items() if k != "kind"})
 
 
 def _repair_references(dataset, done: set[str], ref_dir: Path) -> list[str]:
@@ -286,15 +295,16 @@ def _manifest(cell: Cell) -> dict:
                     "image_size": dataset.image_size, "preprocessing": dataset.preprocessing_rule},
         "task": task.describe(),
         "method": {**method.describe(), "backprop_through_prior": bool(method.backprop_through_prior)},
-        "metrics": {"pixel": METRIC_VERSION},
+        "metrics": cell.metrics.manifest_entry(),
     }
 
 
 def print_summary(store: RunStore) -> dict:
     line = {"run": str(store.dir), **run_summary(store)}
-    for key in ("psnr", "ssim"):
+    for key, digits in (("psnr", 3), ("ssim", 4), ("lpips", 4), ("consistency", 6), ("consistency_psnr", 3),
+                        ("consistency_gdp", 3)):
         if key in line:
-            line[key] = round(line[key], 3 if key == "psnr" else 4)
+            line[key] = round(line[key], digits)
     if "images_per_s" in line:
         line["images_per_s"] = round(line["images_per_s"], 3)
     width = max(len(k) for k in line)

@@ -23,6 +23,7 @@ from bench import seeding
 from bench.data import ImageDataset, Item
 from bench.imageio import save_png, to_uint8
 from bench.methods.base import Method
+from bench.metrics.per_image import PerImageMetrics
 from bench.metrics.pixel import psnr_ssim
 from bench.provenance import device_name, now_iso
 from bench.results import RunStore, reference_problem, write_json, write_reference
@@ -37,6 +38,7 @@ class RunOptions:
     progress: bool = True
     reference_dir: Path | None = None
     load_seconds: float = 0.0  # time the caller spent in method.setup (timed separately)
+    metrics: PerImageMetrics | None = None  # the stored per-image metrics (default: conf/metrics/default.yaml)
 
 
 @dataclass
@@ -110,18 +112,22 @@ def load_method(method: Method, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def warm_up_writer() -> None:
-    """Run the writer's code paths (torchmetrics PSNR/SSIM, PNG encoding) once on a tiny image in the
-    main thread before sampling starts. Their first use imports several heavy modules (torchmetrics,
-    scipy, PIL plugins); done lazily on the writer thread it held the GIL while the second batch, the
-    first TIMED one, was launching kernels (measured on an H100: DDRM deblur_gauss on the 8 sample photos
-    reported 0.34 img/s, 12.9 with this warm-up), so short runs under-reported throughput."""
+def warm_up_writer(metrics: PerImageMetrics | None = None) -> None:
+    """Run the writer's code paths (the per-image metrics - PSNR/SSIM, LPIPS when available - and PNG
+    encoding) once on a tiny image in the main thread before sampling starts. Their first use imports
+    modules and initialises kernels (PIL plugins, the LPIPS backbone's first forward); done lazily on the
+    writer thread that held the GIL while the second batch, the first TIMED one, was launching kernels
+    (measured on an H100 when this was torchmetrics: DDRM deblur_gauss on the 8 sample photos reported
+    0.34 img/s, 12.9 with this warm-up), so short runs under-reported throughput."""
     import io
 
     from PIL import Image
 
-    x = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
-    psnr_ssim(x, x)
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)  # >= LPIPS-alex's 31 px minimum
+    if metrics is not None:
+        metrics.full_reference(x, x)
+    else:
+        psnr_ssim(x, x)
     Image.fromarray(x[0].permute(1, 2, 0).numpy()).save(io.BytesIO(), format="PNG")
 
 
@@ -144,8 +150,12 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
         num_workers=opts.num_workers, collate_fn=list,
     )
     degradations = DegradationCache(task, device, opts.seed)
+    if opts.metrics is None:
+        opts.metrics = PerImageMetrics(device=device)
+    if opts.metrics.lpips_na:
+        print(f"[bench] LPIPS n/a for this run: {opts.metrics.lpips_na}")
     t_warm = time.perf_counter()
-    warm_up_writer()
+    warm_up_writer(opts.metrics)
     timer.seconds["writer_warmup"] = time.perf_counter() - t_warm
     batch_times, batch_sizes, nfes = [], [], []
     bar = tqdm(total=len(pending), desc=f"{method.name}/{task.name}", unit="img", disable=not opts.progress)
@@ -210,16 +220,13 @@ def _restore_group(group, degradations, method, store, device, opts, timer, batc
             f"method {method.name!r} produced NaN for images {bad} on task {deg.name!r}; nothing was saved "
             "for them. Fix: check the model weights / step size (e.g. lower the guidance scale)."
         )
-    metrics = None
-    if device.type == "cuda" and x is not None:
-        # on a GPU the metrics take milliseconds there, while on the writer thread's CPU they cost ~125 ms
-        # per 256-px image (float64 SSIM): measured on an H100, that is slower than compiled DDRM sampling
-        t0 = time.perf_counter()
-        metrics = tuple(v.tolist() for v in psnr_ssim(to_uint8(out), to_uint8(x)))
-        timer.add("metrics", t0)
     t0 = time.perf_counter()
-    out_u8 = to_uint8(out).cpu()
-    meas_u8 = to_uint8(deg.measurement_image(y).clamp(0, 1)).cpu()
+    out_u8_dev = to_uint8(out)
+    meas_u8_dev = to_uint8(deg.measurement_image(y).clamp(0, 1))
+    metrics = _device_metrics(opts.metrics, deg, out_u8_dev, y, meas_u8_dev, x, device)
+    timer.add("metrics", t0)
+    t0 = time.perf_counter()
+    out_u8, meas_u8 = out_u8_dev.cpu(), meas_u8_dev.cpu()
     gt_u8 = to_uint8(x).cpu() if x is not None else None
     timer.add("io", t0)
     # (CPU metrics,) PNG and row writes run on the writer thread, overlapping the next batch's sampling
@@ -227,17 +234,23 @@ def _restore_group(group, degradations, method, store, device, opts, timer, batc
     writer.submit(_write_group, group, out_u8, meas_u8, gt_u8, info, store, opts, timer, metrics)
 
 
-def _write_group(group, out_u8, meas_u8, gt_u8, info, store, opts, timer, metrics=None) -> None:
-    """Per-image metrics from the 8-bit images (unless ``metrics`` = (psnr, ssim) lists were computed on
-    the GPU already), then PNGs, then the row (its presence marks "done")."""
-    if metrics is not None:
-        psnr, ssim = metrics
-    elif gt_u8 is not None:
+def _device_metrics(pm: PerImageMetrics, deg, out_u8, y, meas_u8, x, device) -> dict[str, list]:
+    """The metrics computed where the batch is: consistency always (it needs the operator and y); on CUDA
+    also the full-reference ones (milliseconds there, while on the writer thread's CPU a 256-px float64
+    SSIM used to cost ~125 ms per image: measured on an H100, slower than compiled DDRM sampling)."""
+    values = pm.consistency(deg, out_u8, y, meas_u8)
+    if device.type == "cuda" and x is not None:
+        values.update(pm.full_reference(out_u8, to_uint8(x)))
+    return values
+
+
+def _write_group(group, out_u8, meas_u8, gt_u8, info, store, opts, timer, metrics) -> None:
+    """Full-reference metrics from the 8-bit images (unless computed on the GPU already), then PNGs, then
+    the row (its presence marks "done")."""
+    if "psnr" not in metrics:
         t0 = time.perf_counter()
-        psnr, ssim = (v.tolist() for v in psnr_ssim(out_u8, gt_u8))
+        metrics = {**metrics, **opts.metrics.full_reference(out_u8, gt_u8)}
         timer.add("metrics", t0)
-    else:
-        psnr = ssim = [None] * len(group)
 
     t0 = time.perf_counter()
     for k, item in enumerate(group):
@@ -247,7 +260,7 @@ def _write_group(group, out_u8, meas_u8, gt_u8, info, store, opts, timer, metric
                 write_reference(gt_u8[k], ref_path)
         save_png(out_u8[k], store.image_path(item.id))
         save_png(meas_u8[k], store.degraded_path(item.id))
-        store.write_row({"id": item.id, "label": item.label, "psnr": psnr[k], "ssim": ssim[k],
+        store.write_row({"id": item.id, "label": item.label, **{key: v[k] for key, v in metrics.items()},
                          "reference": "ground_truth" if gt_u8 is not None else None, **info,
                          "files": store.file_records(item.id)})  # sha256 + size: what resume checks
     timer.add("io", t0)

@@ -6,8 +6,11 @@ skipped) and every row in ``rows/``:
 * the row is readable JSON of its image;
 * ``images/<id>.png`` and ``degraded/<id>.png`` match the sha256 and size the row records;
 * the ground truth ``_reference/<size>-<sha8>/<id>.png`` matches its ``<id>.png.sha256`` record;
-* the per-image metrics, recomputed from those PNGs with the function the runner uses
-  (``bench.metrics.pixel.psnr_ssim``), equal the stored ones (``--atol``, default 1e-6).
+* the full-reference metrics, recomputed from those PNGs with the code and the conventions the run used
+  (:class:`bench.metrics.per_image.PerImageMetrics` built from the manifest's ``metrics.config``: channel,
+  border crop, LPIPS net and weights), equal the stored ones: PSNR / SSIM to ``--atol`` (default 1e-6),
+  LPIPS (a float32 network, batch composition differs) to ``--lpips-atol`` (default 1e-4). LPIPS is
+  skipped when the run stored none or its weights are not available here (said in a note).
 
 Every problem is printed with the run and the image; the exit code is 0 when there is none, 1 otherwise
 (2: nothing to verify at that path). Notes that are not errors (rows a resume set aside in
@@ -29,7 +32,7 @@ import pandas as pd
 from bench.imageio import read_png_u8
 from bench.results import (load_row, read_json, reference_dir, reference_problem, row_files_problem)
 
-PIXEL_METRICS = ("psnr", "ssim")
+CHECKED = ("psnr", "ssim", "lpips")
 
 
 @dataclass
@@ -63,8 +66,15 @@ def _close(stored, recomputed: float, atol: float) -> bool:
     return math.isclose(stored, recomputed, rel_tol=0.0, abs_tol=atol) or stored == recomputed
 
 
-def verify_run(run_dir: Path, atol: float = 1e-6) -> RunReport:
-    from bench.metrics import pixel  # through the module: the definition the runner uses today
+def _metrics_of(man: dict):
+    """The run's per-image metric computer (old manifests without a ``config``: the defaults, no LPIPS)."""
+    from bench.metrics.per_image import MetricsConfig, PerImageMetrics
+
+    cfg = (man.get("metrics") or {}).get("config")
+    return PerImageMetrics(MetricsConfig(**cfg) if cfg else MetricsConfig(lpips_net=None), "cpu")
+
+
+def verify_run(run_dir: Path, atol: float = 1e-6, lpips_atol: float = 1e-4) -> RunReport:
 
     rep = RunReport(Path(run_dir))
     try:
@@ -72,9 +82,11 @@ def verify_run(run_dir: Path, atol: float = 1e-6) -> RunReport:
         d = man["dataset"]
         ref_dir = reference_dir(Path(run_dir).parents[3], Path(run_dir).parts[-4], d.get("image_size"),
                                 str(d["manifest_sha256"]))
+        metrics = _metrics_of(man)
     except (OSError, ValueError, KeyError, TypeError) as err:
         rep.problems.append(f"manifest.json is unreadable ({err})")
         return rep
+    lpips_skipped = 0
     rows = {}
     for path in sorted((run_dir / "rows").glob("*.json")):
         row, problem = load_row(path)
@@ -95,12 +107,22 @@ def verify_run(run_dir: Path, atol: float = 1e-6) -> RunReport:
         if problem is not None:
             rep.problems.append(f"{row['id']}: {problem}")
             continue
-        values = pixel.psnr_ssim(read_png_u8(run_dir / "images" / f"{row['id']}.png")[None], read_png_u8(ref)[None])
-        for name, value in zip(PIXEL_METRICS, values):
-            got = float(value[0])
-            if not _close(row.get(name), got, atol):
-                rep.problems.append(f"{row['id']}: stored {name}={row.get(name)!r}, recomputed from the PNGs "
-                                    f"{got!r}")
+        values = metrics.full_reference(read_png_u8(run_dir / "images" / f"{row['id']}.png")[None],
+                                        read_png_u8(ref)[None])
+        for name in CHECKED:
+            stored, got = row.get(name), values[name][0]
+            if name == "lpips" and (stored is None or got is None):
+                lpips_skipped += stored is not None  # stored, but its weights are not available here
+                continue
+            if stored is None or got is None:
+                if stored is not got:
+                    rep.problems.append(f"{row['id']}: stored {name}={stored!r}, recomputed {got!r}")
+                continue
+            if not _close(stored, float(got), lpips_atol if name == "lpips" else atol):
+                rep.problems.append(f"{row['id']}: stored {name}={stored!r}, recomputed from the PNGs "
+                                    f"{float(got)!r}")
+    if lpips_skipped:
+        rep.notes.append(f"LPIPS of {lpips_skipped} images not rechecked: {metrics.lpips_na}")
     _notes(run_dir, rows, rep)
     return rep
 
@@ -126,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.verify", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("path", type=Path, help="a run directory or a results root (run.results_root)")
-    p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance of recomputed metrics")
+    p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance of recomputed PSNR / SSIM")
+    p.add_argument("--lpips-atol", type=float, default=1e-4, help="absolute tolerance of recomputed LPIPS")
     a = p.parse_args(argv)
     if not a.path.exists():
         print(f"error: {str(a.path)!r} does not exist. Fix: pass a run directory or a results root.", file=sys.stderr)
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_problems = n_images = 0
     for run in runs:
-        rep = verify_run(run, a.atol)
+        rep = verify_run(run, a.atol, a.lpips_atol)
         n_problems += len(rep.problems)
         n_images += rep.images
         print(f"{'OK  ' if not rep.problems else 'FAIL'} {run} ({rep.images} images verified)")

@@ -2,11 +2,15 @@
 
 Modules (imported on demand so that a missing optional dependency in one metric never breaks another):
 
-* ``bench.metrics.pixel`` - PSNR / SSIM (full reference).
-* ``bench.metrics.loe``   - Lightness Order Error (Wang et al. 2013), reference = the low-light *input*.
-* ``bench.metrics.niqe``  - NIQE (Mittal et al. 2013), the Ma et al. score (optional, via pyiqa) and the
-  PIRM perceptual index PI = 0.5 * ((10 - Ma) + NIQE).
-* ``bench.metrics.fid``   - FID / KID on torch-fidelity's Inception-v3 features.
+* ``bench.metrics.pixel``       - PSNR / SSIM (full reference; Wang et al.'s SSIM written here, = skimage).
+* ``bench.metrics.lpips``       - LPIPS (alex / vgg) with the backbone from the asset cache.
+* ``bench.metrics.consistency`` - ``||A(x^) - y||^2 / M`` and GDP's consistency (linear tasks).
+* ``bench.metrics.per_image``   - the metrics a run stores per image (``conf/metrics``), and their versions.
+* ``bench.metrics.loe``         - Lightness Order Error (Wang et al. 2013, MATLAB ``loe.m``), reference = the
+  low-light *input*.
+* ``bench.metrics.niqe``        - NIQE (Mittal et al. 2013; MATLAB / current BasicSR), the Ma et al. score
+  (optional, via pyiqa) and the PIRM perceptual index PI = 0.5 * ((10 - Ma) + NIQE).
+* ``bench.metrics.fid``         - FID / KID on torch-fidelity's Inception-v3 features.
 
 Result convention
 -----------------

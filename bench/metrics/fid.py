@@ -3,7 +3,8 @@
 * FID (Heusel et al., NeurIPS 2017): with Gaussian fits ``(μ_r, Σ_r)``, ``(μ_g, Σ_g)`` of the 2048-D pool3
   features, ``FID = ||μ_r - μ_g||² + Tr(Σ_r + Σ_g - 2 (Σ_r Σ_g)^{1/2})``.
 * KID (Bińkowski et al., ICLR 2018): unbiased MMD² with the cubic polynomial kernel
-  ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets (mean and std reported).
+  ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets (mean and std reported); subsets of 1000 images,
+  or of ``N // 2`` when a set has at most 1000 (:func:`choose_kid_subset_size`), so the std is never a fake 0.
 
 Feature extractor: ``torch_fidelity.feature_extractor_inceptionv3.FeatureExtractorInceptionV3`` (the network
 torchmetrics' ``FrechetInceptionDistance`` wraps), loaded from a local weights file, always - never an
@@ -39,7 +40,8 @@ from torch import Tensor
 from bench.imageio import default_file_mode
 
 __all__ = ["INCEPTION_SHA256", "INCEPTION_URL", "INCEPTION_NAME", "inception_weights", "InceptionFeatures",
-           "to_uint8", "feature_stats", "frechet_distance", "kid", "fid_from_features", "stats_cache_key",
+           "to_uint8", "feature_stats", "frechet_distance", "kid", "choose_kid_subset_size", "fid_from_features",
+           "stats_cache_key",
            "reference_stats", "SmallSampleWarning", "MIN_FID_SAMPLES"]
 
 INCEPTION_NAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -81,14 +83,6 @@ def to_uint8(x01: Tensor) -> Tensor:
     return (x01.detach() * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class InceptionFeatures:
     """2048-D pool3 features of torch-fidelity's Inception-v3, loaded from ``weights_path``.
 
@@ -121,7 +115,9 @@ class InceptionFeatures:
     @property
     def weights_sha256(self) -> str:
         if self._sha is None:
-            self._sha = _sha256_file(self.weights_path)
+            from bench.models.assets import sha256_file  # the one file-hash helper
+
+            self._sha = sha256_file(self.weights_path)
         return self._sha
 
     @torch.no_grad()
@@ -207,16 +203,32 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
                  - 2 * kxy.sum() / (m * m))
 
 
+def choose_kid_subset_size(n1: int, n2: int, requested: int = 1000) -> int | None:
+    """The KID subset size used for sets of ``n1`` and ``n2`` images (None: KID is n/a).
+
+    torch-fidelity's rule is ``requested`` (1000) and an error when a set is smaller. With ``N = min(n1, n2)
+    <= requested`` the harness uses subsets of ``N // 2`` images instead (every subset = the full set would
+    give the same MMD² each time and a std of exactly 0, as LOL eval15's 15 images did): the std over the
+    subsets then measures the sampling spread. Fewer than 4 images (subsets of < 2, no unbiased MMD²) -> None.
+    """
+    n = min(int(n1), int(n2))
+    if n > requested:
+        return int(requested)
+    return n // 2 if n // 2 >= 2 else None
+
+
 def kid(feats1, feats2, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std) over ``subsets`` random subsets of ``min(subset_size, N1, N2)`` rows each.
+    """KID (mean, std) over ``subsets`` random subsets of ``subset_size`` rows of each set.
 
     Unbiased MMD² with the polynomial kernel ``(xᵀy/d + 1)³`` (torch-fidelity / Bińkowski et al.);
-    subsets drawn without replacement from a local ``numpy.random.default_rng(seed)``.
+    subsets drawn without replacement from a local ``numpy.random.default_rng(seed)``. ``subset_size`` must
+    not exceed either set (choose it with :func:`choose_kid_subset_size`).
     """
     f1, f2 = _np64(feats1), _np64(feats2)
-    m = min(int(subset_size), f1.shape[0], f2.shape[0])
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 samples per set, got {f1.shape[0]} and {f2.shape[0]}")
+    m = int(subset_size)
+    if m < 2 or m > min(f1.shape[0], f2.shape[0]):
+        raise ValueError(f"KID subset_size={subset_size} must be in [2, min(N1, N2)] = [2, "
+                         f"{min(f1.shape[0], f2.shape[0])}]; use choose_kid_subset_size() to choose it")
     rng = np.random.default_rng(seed)
     vals = np.array([_mmd2_unbiased(f1[rng.choice(f1.shape[0], m, replace=False)],
                                     f2[rng.choice(f2.shape[0], m, replace=False)]) for _ in range(subsets)])
@@ -226,8 +238,9 @@ def kid(feats1, feats2, subsets: int = 100, subset_size: int = 1000, seed: int =
 def fid_from_features(real, fake, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict:
     """FID and KID between two (N, 2048) feature sets.
 
-    Returns ``{fid, kid_mean, kid_std, n_real, n_fake, warning}``; ``warning`` is the text of the
-    :class:`SmallSampleWarning` (also emitted with ``warnings.warn``) when either set has < 2048 images.
+    Returns ``{fid, kid_mean, kid_std, kid_subset_size, kid_na, n_real, n_fake, warning}``; ``warning`` is the
+    text of the :class:`SmallSampleWarning` (also emitted with ``warnings.warn``) when either set has < 2048
+    images; ``kid_na`` is the reason KID is missing (NaN values) when the sets are too small for it.
     """
     fr, ff = _np64(real), _np64(fake)
     n_real, n_fake = int(fr.shape[0]), int(ff.shape[0])
@@ -237,9 +250,15 @@ def fid_from_features(real, fake, kid_subsets: int = 100, kid_subset_size: int =
                    f"the covariance has rank <= N-1; LOL eval15 has 15): report N and prefer KID")
         warnings.warn(warning, SmallSampleWarning, stacklevel=2)
     fid = frechet_distance_features(fr, ff)
-    kid_mean, kid_std = kid(fr, ff, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
-    return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "n_real": n_real, "n_fake": n_fake,
-            "warning": warning}
+    m = choose_kid_subset_size(n_real, n_fake, kid_subset_size)
+    if m is None:
+        kid_mean = kid_std = float("nan")
+        kid_na = f"KID needs at least 4 images (subsets of N // 2 >= 2), have {min(n_real, n_fake)}"
+    else:
+        kid_mean, kid_std = kid(fr, ff, subsets=kid_subsets, subset_size=m, seed=seed)
+        kid_na = ""
+    return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": m, "kid_na": kid_na,
+            "n_real": n_real, "n_fake": n_fake, "warning": warning}
 
 
 # --------------------------------------------------------------------------- reference-statistics cache

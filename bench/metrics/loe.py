@@ -9,18 +9,22 @@ Definitions (paper notation; lower is better):
 * ``RD(x) = Σ_y U(L(x), L(y)) ⊕ U(L_e(x), L_e(y))`` (⊕ = exclusive or);
 * ``LOE = (1/m) Σ_x RD(x)`` over the ``m`` pixels.
 
-Pinned protocol (the common MATLAB ``loe.m``): the lightness maps are computed at full resolution and then
-down-sampled with MATLAB ``imresize(L, [round(H r) round(W r)])``, ``r = short_side / min(H, W)``,
-``short_side = 50`` - i.e. the default *bicubic, antialiased* imresize (:func:`bench.metrics.niqe.imresize_matlab`,
-which matches MATLAB's kernel and mirror boundary). This was chosen over ``F.interpolate`` or nearest
-sampling because it is exactly what ``loe.m`` does, so values are comparable with tables produced by it.
-LOE values are only comparable at the same ``short_side`` (LIME-style code uses ~100 px): record
-:func:`loe_protocol` next to the numbers. ``short_side=None`` disables the resize.
+Pinned protocol: the common MATLAB ``loe.m`` (``L = max(I,[],3)``, ``r = 50 / min(M, N)``,
+``imresize(L, [round(N r) round(M r)])``, ``LOE = sum(RD(:)) / (Md Nd)``) run on the images as ``imread`` gives
+them, i.e. **uint8**. Reproduced here (the default, ``quantize_8bit=True``): the inputs are rounded to 8 bit
+(the saved PNGs already are), the lightness maps are uint8 values, and the down-sampling is MATLAB's default
+*bicubic, antialiased* ``imresize`` of a uint8 image - one dimension at a time, each pass rounded half away
+from zero and saturated to 0..255 (:func:`bench.metrics.niqe.imresize_matlab` with ``uint8=True``). Those
+rounded values create ties, and ties change ``U`` (``a >= b``): on the 20 low-light photos of
+``../shared/data/lowlight`` enhanced with CLAHE (``skimage.exposure.equalize_adapthist``, clip 0.02) the mean
+LOE is 352.5 on the uint8 path, 346.4 in float (``quantize_8bit=False``: input and resized lightness kept in
+float64, only for comparison with float-based code) and 352.9 when the resize is rounded once at the end
+instead of per pass (up to 7.2 apart on one image), so the per-pass rounding is reproduced too. LOE values are only
+comparable at the same ``short_side`` (LIME-style code uses ~100 px): record :func:`loe_protocol` next to the
+numbers. ``short_side=None`` disables the resize.
 
-Scale: ``U`` only compares values, so inputs on [0, 1] or 0..255 give the same LOE. The one MATLAB detail
-that is not scale-free is that ``imresize`` of a uint8 image returns rounded uint8 values (which creates
-ties); ``quantize_8bit=True`` reproduces that (input rounded to 8 bit, resized lightness rounded to 8 bit).
-Default ``False`` keeps the resized lightness in float.
+Scale: ``U`` only compares values, so in the float variant inputs on [0, 1] or 0..255 give the same LOE; the
+uint8 path takes [0, 1] inputs (scaled by 255 and rounded).
 
 Cost: O(m²) comparisons per image, done in chunks of rows (bounded memory), m = 50 x 75 = 3750 for a 2:3
 image at the default protocol.
@@ -35,7 +39,7 @@ from torch import Tensor
 
 from bench.metrics.niqe import imresize_matlab
 
-__all__ = ["loe", "loe_downsampled_shape", "loe_protocol", "lightness", "rank_disorder"]
+__all__ = ["loe", "loe_downsampled_shape", "loe_protocol", "loe_version", "lightness", "rank_disorder"]
 
 
 def lightness(img: Tensor) -> Tensor:
@@ -58,11 +62,16 @@ def loe_downsampled_shape(h: int, w: int, short_side: int | None = 50) -> tuple[
     return _matlab_round(h * r), _matlab_round(w * r)
 
 
-def loe_protocol(short_side: int | None = 50, quantize_8bit: bool = False) -> str:
+def loe_protocol(short_side: int | None = 50, quantize_8bit: bool = True) -> str:
     """A one-line description of the LOE protocol, to store next to LOE values."""
     size = "full resolution" if short_side is None else f"short side {short_side} (MATLAB bicubic imresize)"
-    q = ", 8-bit quantized" if quantize_8bit else ""
+    q = ", uint8 as MATLAB loe.m on 8-bit files" if quantize_8bit else ", float lightness (not loe.m)"
     return f"LOE(ref=low-light input; L=max(R,G,B); {size}{q})"
+
+
+def loe_version(short_side: int | None = 50, quantize_8bit: bool = True) -> str:
+    """The ``version`` string recorded next to LOE values (v2: the uint8 path of ``loe.m`` by default)."""
+    return f"loe:bench.metrics.loe,{loe_protocol(short_side, quantize_8bit)};v2"
 
 
 def rank_disorder(l_ref: Tensor, l_enh: Tensor, chunk: int = 1024) -> Tensor:
@@ -78,11 +87,13 @@ def rank_disorder(l_ref: Tensor, l_enh: Tensor, chunk: int = 1024) -> Tensor:
     return out
 
 
-def loe(enhanced: Tensor, reference: Tensor, short_side: int | None = 50, quantize_8bit: bool = False,
+def loe(enhanced: Tensor, reference: Tensor, short_side: int | None = 50, quantize_8bit: bool = True,
         chunk: int = 1024) -> Tensor:
-    """LOE of ``enhanced`` against the low-light input ``reference``; both (B,3,H,W). Returns (B,) float64.
+    """LOE of ``enhanced`` against the low-light input ``reference``; both (B,3,H,W) in [0, 1] (or any scale
+    with ``quantize_8bit=False``). Returns (B,) float64.
 
-    ``short_side`` pins the down-sampling protocol (see module docstring; ``None`` = no resize).
+    ``short_side`` pins the down-sampling protocol (see module docstring; ``None`` = no resize);
+    ``quantize_8bit`` (default) follows ``loe.m`` on uint8 images.
     """
     if enhanced.shape != reference.shape:
         raise ValueError(f"enhanced {tuple(enhanced.shape)} and reference {tuple(reference.shape)} differ")
@@ -90,13 +101,11 @@ def loe(enhanced: Tensor, reference: Tensor, short_side: int | None = 50, quanti
     for img in (reference, enhanced):
         x = img.detach().to(torch.float64)
         if quantize_8bit:
-            x = (x * 255).round().clamp(0, 255)
+            x = torch.floor(x.clamp(0, 1) * 255 + 0.5)  # imread: 8-bit values
         lit = lightness(x)
         h, w = lit.shape[-2:]
         size = loe_downsampled_shape(h, w, short_side)
         if size != (h, w):
-            lit = imresize_matlab(lit, size=size)
-            if quantize_8bit:
-                lit = lit.round().clamp(0, 255)
+            lit = imresize_matlab(lit, size=size, uint8=quantize_8bit)
         maps.append(lit.flatten(1))
     return rank_disorder(maps[0], maps[1], chunk=chunk).to(torch.float64).mean(dim=1)

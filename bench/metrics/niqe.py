@@ -4,9 +4,10 @@ the Ma et al. score (optional) and the PIRM-2018 perceptual index.
 Algorithm (paper notation; lower NIQE = more natural):
 
 1. Luminance ``I``: the Y channel of MATLAB ``rgb2ycbcr`` on the 0..255 scale,
-   ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` for RGB in [0, 1] (BasicSR ``to_y_channel``; not rounded).
-   ``crop_border`` pixels are removed from every edge, then the image is cropped (top-left anchored) to a
-   whole number of 96x96 blocks, as in BasicSR / MATLAB ``computequality.m``.
+   ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` for RGB in [0, 1] (:func:`bench.metrics.pixel.rgb_to_y`),
+   **rounded to integers** (``variant="matlab"``, the default; see below). ``crop_border`` pixels are removed
+   from every edge, then the image is cropped (top-left anchored) to a whole number of 96x96 blocks, as in
+   BasicSR / MATLAB ``computequality.m``.
 2. MSCN coefficients (Eq. 1): ``Î = (I - μ) / (σ + 1)`` with ``μ = w * I``, ``σ = sqrt(|w * I² - μ²|)``,
    ``w`` the 7x7 Gaussian window stored in the parameter file, replicate ('nearest') borders.
 3. Per 96x96 block (48x48 at the second scale), 18 features: the GGD shape/scale of ``Î`` (AGGD fit, ``α``
@@ -20,12 +21,20 @@ Algorithm (paper notation; lower NIQE = more natural):
    model ``(ν_1, Σ_1)`` from ``niqe_pris_params.npz`` (XPixelGroup/BasicSR ``basicsr/metrics/``, itself the
    MATLAB ``modelparameters.mat`` of ``niqe_release``).
 
-Documented deviation from BasicSR ``calculate_niqe``: BasicSR down-samples the second scale with
-``cv2.resize(INTER_LINEAR)`` (a 2x2 box average for this exact factor; its own comment calls that a
-simplification of MATLAB). The default here, ``second_scale="matlab"``, is MATLAB ``imresize(I, 0.5)``
-(bicubic, antialiased, symmetric borders) as in the original MATLAB code the pristine model was fitted with
-(and as pyiqa does); ``second_scale="basicsr"`` reproduces BasicSR exactly. Unlike pyiqa, Y is not rounded
-to integers (BasicSR convention).
+Variants (:data:`VARIANTS`):
+
+* ``"matlab"`` (default) = current BasicSR ``calculate_niqe`` (since 2021-08, "same results as MATLAB"):
+  Y rounded to integers before feature extraction (``numpy.round``: half to even; exact halves do not occur
+  for 8-bit inputs in float64) and the second scale from MATLAB ``imresize(I, 0.5)`` (bicubic, antialiased,
+  mirror borders; :func:`imresize_matlab`); pyiqa rounds the same way. On BasicSR's ``tests/data/baboon.png``
+  MATLAB gives 5.72957; this code measured 5.72996 there with rounding and 5.636 without it (issue 15), so the
+  rounding is what matters. baboon.png is not available offline; ``tests/metrics/test_niqe.py`` checks the
+  implementation against an independent per-block transcription of the algorithm on real photographs.
+* ``"basicsr_pre2021"``: BasicSR before that fix, kept to reproduce numbers computed with it: Y not
+  rounded and the second scale from ``cv2.resize(INTER_LINEAR)`` at exactly 1/2, i.e. a 2x2 box mean.
+
+Image size: at least two 96x96 blocks after the border crop (a covariance needs two samples); callers check
+every image with :func:`niqe_size_problem` before computing.
 
 Perceptual index (Blau et al., "The 2018 PIRM challenge on perceptual image super-resolution"):
 ``PI = ((10 - Ma) + NIQE) / 2`` with Ma = NRQM (Ma et al., CVIU 2017). PIRM convention: Y channel and
@@ -44,12 +53,14 @@ from scipy.special import gamma as _gamma_fn
 from torch import Tensor
 
 from bench.metrics import MetricUnavailable
+from bench.metrics.pixel import rgb_to_y
 
-__all__ = ["NIQEParams", "niqe", "niqe_features", "imresize_matlab", "rgb_to_y", "ma_score", "perceptual_index", "pi_score",
-           "PIRM_CROP_BORDER"]
+__all__ = ["NIQEParams", "niqe", "niqe_features", "niqe_size_problem", "imresize_matlab", "rgb_to_y", "ma_score",
+           "perceptual_index", "pi_score", "PIRM_CROP_BORDER", "VARIANTS", "niqe_version"]
 
 PIRM_CROP_BORDER = 4
 _BLOCK = 96
+VARIANTS = ("matlab", "basicsr_pre2021")
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 # AGGD lookup table (same grid as MATLAB estimateaggdparam / BasicSR): α = 0.2:0.001:10
@@ -120,13 +131,28 @@ def _resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> 
     return torch.zeros(out_len, in_len, dtype=torch.float64).scatter_add_(1, src, w)
 
 
+def _round_u8(x: Tensor) -> Tensor:
+    """MATLAB's conversion of a double to uint8: round half away from zero, saturate to 0..255.
+
+    Integer images under a symmetric kernel produce exact halves (k + 0.5) that float summation order turns
+    into k + 0.5 ± 1e-14, so values within 1e-9 of a half are taken as that half (rounded up): the result
+    does not depend on the order of the additions (MATLAB's own order is not documented)."""
+    x = x.clamp(0, 255)
+    return torch.floor(torch.round(x * 1e9) / 1e9 + 0.5).clamp(0, 255)
+
+
 def imresize_matlab(x: Tensor, size: tuple[int, int] | None = None, scale: float | None = None,
-                    antialias: bool = True) -> Tensor:
+                    antialias: bool = True, uint8: bool = False) -> Tensor:
     """MATLAB ``imresize(x, scale)`` / ``imresize(x, [h w])`` with the default bicubic kernel.
 
     ``x``: (..., H, W) float. Antialiasing (kernel stretched by 1/scale) when down-scaling, symmetric
     (mirror) boundary, as MATLAB's ``contributions``. Computed in float64 as separable dense matrices,
     returned in ``x``'s dtype. Output size from a scale is ``ceil(scale * H)`` (MATLAB).
+
+    ``uint8=True`` reproduces ``imresize`` of a *uint8* image (``x`` holding 0..255 integer values):
+    ``imresize.m`` resizes one dimension at a time (``dimensionOrder``: the smaller scale first, rows first
+    on a tie) with ``imresizemex``, which returns the input's class, so each pass is rounded (half away from
+    zero) and saturated to 0..255.
     """
     if (size is None) == (scale is None):
         raise ValueError("give exactly one of size=(h, w) or scale=")
@@ -138,19 +164,28 @@ def imresize_matlab(x: Tensor, size: tuple[int, int] | None = None, scale: float
         sh, sw = size[0] / h, size[1] / w
     wh = _resize_matrix(h, size[0], sh, antialias).to(x.device)
     ww = _resize_matrix(w, size[1], sw, antialias).to(x.device)
-    out = wh @ x.to(torch.float64) @ ww.T
+    out = x.to(torch.float64)
+    if not uint8:
+        out = wh @ out @ ww.T
+    else:
+        for dim in ((0, 1) if sh <= sw else (1, 0)):
+            out = _round_u8(wh @ out if dim == 0 else out @ ww.T)
     return out.to(x.dtype) if x.is_floating_point() else out
 
 
 # --------------------------------------------------------------------------- features
-def rgb_to_y(img: Tensor) -> Tensor:
-    """(B,3,H,W) RGB in [0,1] -> (B,H,W) float64 Y of MATLAB ``rgb2ycbcr`` on 0..255; (B,1,H,W) -> 255*x."""
-    x = img.detach().to(torch.float64)
-    if x.shape[1] == 1:
-        return x[:, 0] * 255.0
-    if x.shape[1] != 3:
-        raise ValueError(f"expected (B,3,H,W) or (B,1,H,W), got {tuple(img.shape)}")
-    return 16.0 + 65.481 * x[:, 0] + 128.553 * x[:, 1] + 24.966 * x[:, 2]
+def niqe_version(variant: str = "matlab", crop_border: int = 0) -> str:
+    """The ``version`` string recorded next to NIQE values."""
+    return f"niqe:bench.metrics.niqe,variant={variant},crop_border={int(crop_border)},block=96;v2"
+
+
+def niqe_size_problem(h: int, w: int, crop_border: int = 0, block: int = _BLOCK) -> str | None:
+    """None when an h x w image gives at least two ``block`` x ``block`` blocks after the border crop, else why."""
+    ch, cw = h - 2 * crop_border, w - 2 * crop_border
+    if ch <= 0 or cw <= 0 or (ch // block) * (cw // block) < 2:
+        return (f"{w}x{h} gives fewer than two {block}x{block} blocks after a {crop_border}-pixel border crop "
+                f"(NIQE needs e.g. >= {2 * block + 2 * crop_border}x{block + 2 * crop_border})")
+    return None
 
 
 def _aggd(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -197,7 +232,7 @@ def _to_blocks(x: Tensor, nh: int, nw: int) -> Tensor:
     return x.reshape(nh, bh, nw, bw).permute(0, 2, 1, 3).reshape(nh * nw, bh, bw)
 
 
-def niqe_features(y: Tensor, window: Tensor, second_scale: str = "matlab", block: int = _BLOCK) -> Tensor:
+def niqe_features(y: Tensor, window: Tensor, variant: str = "matlab", block: int = _BLOCK) -> Tensor:
     """(H, W) luminance on 0..255 -> (n_blocks, 36) features of the two scales (block order shared)."""
     h, w = y.shape
     nh, nw = h // block, w // block
@@ -208,28 +243,35 @@ def niqe_features(y: Tensor, window: Tensor, second_scale: str = "matlab", block
     for scale in (1, 2):
         feats.append(_block_features(_to_blocks(_mscn(y, window), nh, nw)))
         if scale == 1:
-            if second_scale == "matlab":
+            if variant == "matlab":
                 y = imresize_matlab(y, scale=0.5)
-            elif second_scale == "basicsr":  # cv2.resize INTER_LINEAR at exactly 1/2 == 2x2 mean
+            else:  # basicsr_pre2021: cv2.resize INTER_LINEAR at exactly 1/2 == 2x2 mean
                 y = y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2).mean(dim=(1, 3))
-            else:
-                raise ValueError(f"second_scale must be 'matlab' or 'basicsr', got {second_scale!r}")
     return torch.cat(feats, dim=1)
 
 
-def niqe(img: Tensor, params: NIQEParams, crop_border: int = 0, second_scale: str = "matlab") -> Tensor:
+def niqe(img: Tensor, params: NIQEParams, crop_border: int = 0, variant: str = "matlab") -> Tensor:
     """NIQE of each image; ``img`` (B,3,H,W) RGB in [0,1] (or (B,1,H,W) gray). Returns (B,) float64 on CPU.
 
     Lower is better. An image whose blocks are all degenerate (e.g. constant) gives NaN, as BasicSR.
+    ``variant``: ``"matlab"`` (rounded Y, MATLAB imresize; default) or ``"basicsr_pre2021"`` (module doc).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"NIQE variant={variant!r} is not one of {VARIANTS}. Fix: use 'matlab' (MATLAB / "
+                         "current BasicSR, the default) or 'basicsr_pre2021' (BasicSR before 2021-08)")
+    problem = niqe_size_problem(img.shape[-2], img.shape[-1], crop_border)
+    if problem:
+        raise ValueError(f"NIQE: {problem}")
     y = rgb_to_y(img).cpu()
+    if variant == "matlab":
+        y = torch.round(y)  # BasicSR: "round is necessary for being consistent with MATLAB's result"
     if crop_border:
         y = y[:, crop_border:-crop_border, crop_border:-crop_border]
     mu_p, cov_p = params.mu.to(torch.float64), params.cov.to(torch.float64)
     window = params.window.to(torch.float64)
     out = torch.empty(y.shape[0], dtype=torch.float64)
     for i in range(y.shape[0]):
-        feat = niqe_features(y[i], window, second_scale)
+        feat = niqe_features(y[i], window, variant)
         mu_d = torch.nanmean(feat, dim=0)
         clean = feat[~torch.isnan(feat).any(dim=1)]
         cov_d = torch.cov(clean.T) if clean.shape[0] > 1 else torch.full_like(cov_p, float("nan"))

@@ -36,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--device", default="cpu", help="device for the Inception network (cpu, cuda)")
     p.add_argument("--grid-rows", type=int, default=4, help="image ids per sample grid")
+    p.add_argument("--niqe-variant", default="matlab", choices=["matlab", "basicsr_pre2021"],
+                   help="NIQE definition: matlab (rounded Y, MATLAB / current BasicSR) or basicsr_pre2021")
+    p.add_argument("--niqe-crop-border", type=int, default=4, help="pixels cut from each side before NIQE/PI "
+                   "(PIRM / GDP's evaluator: 4)")
+    p.add_argument("--wandb", metavar="PROJECT", default=None,
+                   help="also log each run's dataset-level metrics to its W&B run in PROJECT (WANDB_MODE applies)")
     return p
 
 
@@ -44,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     niqe = a.niqe_params if a.niqe_params is not None else (DEFAULT_NIQE if DEFAULT_NIQE.is_file() else None)
     opts = ReportOptions(results=a.results, name=a.name, out=a.out, inception_weights=a.inception_weights,
                          niqe_params=niqe, nrqm_weights=a.nrqm_weights, bootstrap=a.bootstrap, seed=a.seed,
-                         device=a.device, grid_rows=a.grid_rows)
+                         device=a.device, grid_rows=a.grid_rows, niqe_variant=a.niqe_variant,
+                         niqe_crop_border=a.niqe_crop_border, wandb_project=a.wandb)
     try:
         out = build_report(opts)
     except FileNotFoundError as err:

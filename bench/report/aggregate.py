@@ -1,21 +1,33 @@
 """Scan a results root into runs, and build the tidy one-row-per-run table.
 
 * :func:`scan` finds every run directory ``<root>/<dataset>/<task>/<method>/<steps>-<hash8>/`` (one holding a
-  ``manifest.json`` and at least one ``rows/<id>.json``) and loads its rows, timing files and config;
+  ``manifest.json`` and at least one ``rows/<id>.json``) and loads its rows, timing files, config and the
+  context a reader needs: code version, prior, task sigma, seed, images finished / expected;
   :func:`scan_skipped` lists the ``SKIPPED.json`` cells.
-* :func:`bootstrap_ci`: percentile bootstrap over images (``n_boot`` resamples with replacement, 95 %),
-  seeded per (report seed, run hash, metric) with a local ``numpy.random.default_rng`` so every report of the
-  same inputs prints the same intervals.
-* :func:`tidy_table`: per-image metric means + CI bounds, throughput (images-weighted over the timing files:
-  sum timed_images / sum restore_seconds), NFE/image, peak memory, device, batch size, and the dataset-level
-  metrics computed by :mod:`bench.report.dataset_metrics` (numbers, or ``<metric>_na`` reasons).
+* :func:`assign_variants` labels configurations of one method; :func:`mark_shown` collapses duplicates.
+* :func:`tidy_table`: per-image metric means + 95 % BCa intervals (:mod:`bench.report.stats`, seeded by the
+  cell identity), throughput (images-weighted over the timing files: sum timed_images / sum restore_seconds),
+  NFE/image, wall time, peak memory, device, and the dataset-level metrics of
+  :mod:`bench.report.dataset_metrics` (numbers, or ``<metric>_na`` reasons).
+
+Rules (documented in the report's "Conventions"):
+
+* **Code versions are never averaged**: every run is its own row, labelled with its code version
+  (``manifest["code"]["fingerprint"]``, else ``git:<commit[:8]>``); a table holding one (variant, steps)
+  under several code versions shows the version in the label, and figures draw each version separately.
+* **Duplicates** (same variant, steps and code version in different run directories - e.g. a step-less
+  baseline swept with ``steps=10,20``) are collapsed: the run with the most images (then the newest) is
+  shown, the others are listed as duplicates of it (``duplicate_of`` in ``runs.csv``).
+* **Incomplete** runs (fewer images than the dataset/limit asks for) are shown, marked, never bold.
+* **PSNR = inf** (an output identical to its reference) counts as 100 dB in means, intervals and paired
+  differences (:data:`bench.metrics.pixel.PSNR_CAP_DB`); the count is kept in ``psnr_capped``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +36,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bench.metrics.pixel import psnr_for_mean
+from bench.report.stats import bootstrap_ci, cell_seed
 from bench.results import load_rows, read_json, reference_dir, reference_problem, timing_summary
 
 #: per-image metrics stored in rows/*.json by the run, and computed per image at report time
-ROW_METRICS = ("psnr", "ssim")
+ROW_METRICS = ("psnr", "ssim", "lpips", "consistency", "consistency_psnr", "consistency_gdp")
 REPORT_PER_IMAGE = ("loe", "niqe", "pi")
-CI_LEVEL = 0.95
+PER_IMAGE = ROW_METRICS + REPORT_PER_IMAGE
+LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "consistency": True, "consistency_psnr": False,
+                   "consistency_gdp": True, "loe": True, "niqe": True, "pi": True}
 
 
 @dataclass
@@ -44,12 +60,112 @@ class Run:
     config: dict
     rows: pd.DataFrame
     timings: list[dict]
-    variant: str = ""  # display label, unique within (dataset, task): set by assign_variants
+    variant: str = ""  # display label, unique within (dataset, task, code version): set by assign_variants
     extra: dict = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
         return sorted(self.rows["id"].astype(str).tolist())
+
+    # ------------------------------------------------------------------ context
+    @property
+    def code_version(self) -> str:
+        return code_version(self.manifest)
+
+    @property
+    def prior(self) -> str:
+        return prior_label(self.manifest.get("method") or {})
+
+    @property
+    def task_sigma(self) -> float:
+        v = (self.manifest.get("task") or {}).get("sigma", (self.config.get("task") or {}).get("sigma"))
+        return float(v) if v is not None else math.nan
+
+    @property
+    def seed(self):
+        s = self.manifest.get("seed")
+        return s.get("run") if isinstance(s, dict) else self.config.get("seed")
+
+    @property
+    def n_expected(self) -> int:
+        """Images this run should hold: the dataset's count, or ``dataset.limit`` when it was limited (never
+        fewer than it holds: a later invocation may have raised the limit)."""
+        count = (self.manifest.get("dataset") or {}).get("count")
+        limit = (self.config.get("dataset") or {}).get("limit")
+        total = int(count) if count is not None else len(self.rows)
+        if limit is not None:
+            total = min(total, int(limit))
+        return max(total, len(self.rows))
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) >= self.n_expected
+
+    @property
+    def created_at(self) -> str:
+        return str(self.manifest.get("created_at", ""))
+
+    def values(self, metric: str) -> dict[str, float]:
+        """Per-image values of a stored metric (PSNR capped as the report's means use it), finite only."""
+        if metric not in self.rows:
+            return {}
+        vals = pd.to_numeric(self.rows[metric], errors="coerce").astype("float64").tolist()
+        if metric == "psnr":
+            vals = psnr_for_mean(vals)
+        return {i: v for i, v in zip(self.rows["id"].astype(str), vals) if math.isfinite(v)}
+
+
+def code_version(manifest: dict) -> str:
+    """``manifest["code"]["fingerprint"][:12]`` (helper i12a's code identity), else ``git:<commit[:8]>`` with
+    ``+dirty`` for uncommitted changes, else ``unknown``."""
+    code = manifest.get("code") or {}
+    if code.get("fingerprint"):
+        return str(code["fingerprint"])[:12]
+    git = manifest.get("git") or {}
+    if git.get("commit"):
+        return f"git:{str(git['commit'])[:8]}{'+dirty' if git.get('dirty') else ''}"
+    return "unknown"
+
+
+_EMBEDDED = re.compile(r"bench/priors/([A-Za-z0-9_.-]+)")
+
+
+def _walk(d):
+    if isinstance(d, dict):
+        yield d
+        for v in d.values():
+            yield from _walk(v)
+    elif isinstance(d, list):
+        for v in d:
+            yield from _walk(v)
+
+
+def prior_label(method_desc: dict) -> str:
+    """What the method's learned prior is, from the manifest's ``method`` entry (no paths):
+
+    random weights anywhere (``meaningful: false``, a ``tiny`` origin, "NOT meaningful") -> ``random weights
+    (not meaningful)``; a file or folder under ``bench/priors/`` -> ``embedded demo prior (<name>)``; another
+    checkpoint -> its name (asset/weights file name, hub id); no learned component -> ``none``."""
+    dicts = list(_walk(method_desc))
+    text = json.dumps(method_desc, default=str)
+    if any(d.get("meaningful") is False for d in dicts) or "NOT meaningful" in text or \
+            any(str(d.get("origin", "")).startswith("tiny") for d in dicts):
+        return "random weights (not meaningful)"
+    m = _EMBEDDED.search(text.replace("\\\\", "/"))
+    if m:
+        return f"embedded demo prior ({Path(m.group(1)).stem})"
+    for d in dicts:
+        for key in ("asset", "weights"):
+            a = d.get(key)
+            if isinstance(a, dict) and a.get("name"):
+                return str(a["name"])
+        origin = str(d.get("origin", ""))
+        if origin.startswith("hub:"):
+            return origin[4:]
+    for d in dicts:
+        if d.get("source") not in (None, "", "embedded", "tiny") and isinstance(d.get("source"), str):
+            return str(d["source"])
+    return "none"
 
 
 def _parse_label(label: str) -> tuple[int | None, str]:
@@ -60,7 +176,7 @@ def _parse_label(label: str) -> tuple[int | None, str]:
 
 
 def scan(root: Path) -> list[Run]:
-    """Every run with at least one finished image, sorted by (dataset, task, method, steps, hash)."""
+    """Every run with at least one finished image, sorted by (dataset, task, variant, steps, hash)."""
     runs = []
     for man in sorted(Path(root).glob("*/*/*/*/manifest.json")):
         d = man.parent
@@ -82,7 +198,8 @@ def scan(root: Path) -> list[Run]:
         timings = [read_json(p) for p in sorted((d / "timing").glob("*.json"))]
         runs.append(Run(d, dataset, task, method, steps, chash, read_json(man), config or {}, rows, timings))
     assign_variants(runs)
-    runs.sort(key=lambda r: (r.dataset, r.task, r.variant, -1 if r.steps is None else r.steps, r.hash))
+    runs.sort(key=lambda r: (r.dataset, r.task, r.variant, -1 if r.steps is None else r.steps, r.code_version,
+                             r.hash))
     return runs
 
 
@@ -109,6 +226,8 @@ def checked_rows(root: Path, run_dir: Path) -> tuple[list[dict], list[str]]:
 def scan_skipped(root: Path) -> list[dict]:
     out = []
     for p in sorted(Path(root).glob("*/*/*/SKIPPED.json")):
+        if p.parts[-4].startswith("."):
+            continue
         rec = read_json(p)
         out.append({"dataset": p.parts[-4], "task": p.parts[-3], "method": p.parts[-2],
                     "reason": str(rec.get("reason", ""))})
@@ -129,8 +248,9 @@ def _flatten(d, prefix: str = "") -> dict:
 
 def _variant_config(cfg: dict) -> dict:
     """What distinguishes configurations of one method on one task, except the step count: the method's
-    hyper-parameters (its prior included), the task parameters and the seed (not the execution knobs)."""
-    flat = _flatten({k: v for k, v in cfg.items() if k in ("method", "task", "seed")})
+    hyper-parameters (its prior included), the task parameters, the metric conventions and the seed (not
+    the execution knobs)."""
+    flat = _flatten({k: v for k, v in cfg.items() if k in ("method", "task", "seed", "metrics")})
     return {k: v for k, v in flat.items() if k != "method.steps"}
 
 
@@ -152,80 +272,129 @@ def assign_variants(runs: list[Run]) -> None:
             r.variant = f"{r.method} ({', '.join(parts)})"
 
 
-# --------------------------------------------------------------------------- statistics
-def stable_seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+def mark_shown(runs: list[Run]) -> dict[Path, Path]:
+    """Collapse duplicates: ``{duplicate run dir: shown run dir}`` (see the module docstring)."""
+    best: dict[tuple, Run] = {}
+    for r in runs:
+        key = (r.dataset, r.task, r.variant, r.steps, r.code_version)
+        cur = best.get(key)
+        if cur is None or (len(r.rows), r.created_at, r.hash) > (len(cur.rows), cur.created_at, cur.hash):
+            best[key] = r
+    return {r.dir: best[(r.dataset, r.task, r.variant, r.steps, r.code_version)].dir for r in runs
+            if best[(r.dataset, r.task, r.variant, r.steps, r.code_version)] is not r}
 
 
-def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = CI_LEVEL) -> tuple[float, float, float]:
-    """``(mean, lo, hi)``: the mean of the finite ``values`` and its percentile bootstrap interval.
-
-    ``n_boot`` resamples of the images with replacement, drawn from ``numpy.random.default_rng(seed)``;
-    ``lo``/``hi`` are the ``(1-level)/2`` and ``(1+level)/2`` quantiles of the resampled means. With fewer
-    than 2 finite values (or ``n_boot == 0``) the interval is ``(nan, nan)``.
-    """
-    v = np.asarray([x for x in np.asarray(values, dtype=np.float64).ravel() if math.isfinite(x)])
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2 or n_boot <= 0:
-        return mean, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(int(n_boot), v.size))
-    means = v[idx].mean(axis=1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(means, [a, 1 - a])
-    return mean, float(lo), float(hi)
+def labels(runs: list[Run]) -> dict[Path, str]:
+    """Display label per run: the variant, plus ``@<code version>`` when its (dataset, task, variant, steps)
+    appears under more than one code version."""
+    versions: dict[tuple, set] = {}
+    for r in runs:
+        versions.setdefault((r.dataset, r.task, r.variant, r.steps), set()).add(r.code_version)
+    return {r.dir: r.variant + (f" @{r.code_version}" if len(versions[(r.dataset, r.task, r.variant, r.steps)]) > 1
+                                else "") for r in runs}
 
 
-def _row_values(run: Run, metric: str) -> list[float]:
-    if metric not in run.rows:
-        return []
-    vals = pd.to_numeric(run.rows[metric], errors="coerce").astype("float64")
-    return [float(x) for x in vals if math.isfinite(x)]
+# --------------------------------------------------------------------------- the table
+def metric_conventions(r: Run) -> dict:
+    """The stored metrics' conventions of a run (from its manifest; older runs: legacy v1 definitions)."""
+    m = r.manifest.get("metrics") or {}
+    cfg = m.get("config")
+    if not cfg:
+        return {"metrics_convention": "legacy v1 (torchmetrics SSIM, RGB, no crop; no LPIPS/consistency)",
+                "lpips_standard": None, "lpips_backbone_sha256": ""}
+    lp = m.get("lpips") or {}
+    conv = f"PSNR/SSIM on {cfg.get('channel', 'rgb').upper()}, border crop {cfg.get('crop_border', 0)}"
+    conv += f", LPIPS-{cfg['lpips_net']}" if cfg.get("lpips_net") else ", no LPIPS"
+    backbone = lp.get("backbone") or {}
+    return {"metrics_convention": conv, "lpips_standard": backbone.get("standard"),
+            "lpips_backbone_sha256": backbone.get("sha256", "")}
+
+
+def cell_identity(r: Run, label: str) -> tuple:
+    return (r.dataset, r.task, label, r.steps)
+
+
+def per_image_values(r: Run, metric: str, dm: dict) -> dict[str, float]:
+    """Per-image values of ``metric`` for ``r``: stored rows, or the report-time entry in ``dm``."""
+    if metric in ROW_METRICS:
+        return r.values(metric)
+    entry = dm.get(metric) or {}
+    return {i: float(v) for i, v in (entry.get("per_image") or {}).items() if math.isfinite(float(v))}
+
+
+def _row_na(r: Run, metric: str) -> str:
+    has_gt = "reference" in r.rows and r.rows["reference"].notna().any()
+    if metric in ("psnr", "ssim", "lpips") and not has_gt:
+        return "no ground truth (unpaired data)"
+    if metric == "lpips" and "lpips_na" in r.rows and r.rows["lpips_na"].notna().any():
+        reasons = r.rows["lpips_na"].dropna().astype(str)
+        missing = int(r.rows["lpips"].isna().sum()) if "lpips" in r.rows else len(r.rows)
+        why = reasons.iloc[0]
+        return why if missing == len(r.rows) else f"LPIPS missing for {missing} of {len(r.rows)} images: {why}"
+    if metric.startswith("consistency"):
+        if metric not in r.rows:
+            return "not stored by this run (older code)"
+        if metric == "consistency_gdp" and "consistency" in r.rows and r.rows["consistency"].notna().all():
+            return "GDP's consistency is defined through an LR image: super-resolution tasks only"
+        return "not a linear task (no A to apply)"
+    if metric not in r.rows:
+        return "not stored by this run (older code)"
+    return "no finite values"
 
 
 def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """One row per run (see the module docstring); ``dmetrics[run.dir]`` from ``dataset_metrics``."""
+    dup = mark_shown(runs)
+    lab = labels(runs)
     records = []
     for r in runs:
-        rec = {"dataset": r.dataset, "task": r.task, "method": r.method, "variant": r.variant,
+        label = lab[r.dir]
+        rec = {"dataset": r.dataset, "task": r.task, "method": r.method, "variant": r.variant, "label": label,
                "steps": r.steps, "hash": r.hash, "run_dir": r.dir.relative_to(root).as_posix(),
-               "n_images": len(r.rows)}
-        has_gt = "reference" in r.rows and r.rows["reference"].notna().any()
-        for m in ROW_METRICS:
-            mean, lo, hi = bootstrap_ci(_row_values(r, m), n_boot, stable_seed(seed, r.hash, m))
-            rec.update({f"{m}_mean": mean, f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})
-            rec[f"{m}_na"] = "" if math.isfinite(mean) else (
-                "no ground truth (unpaired data)" if not has_gt else "no finite values")
+               "code_version": r.code_version, "prior": r.prior, "task_sigma": r.task_sigma, "seed": r.seed,
+               "n_images": len(r.rows), "n_expected": r.n_expected, "complete": r.complete,
+               "shown": r.dir not in dup,
+               "duplicate_of": dup[r.dir].relative_to(root).as_posix() if r.dir in dup else ""}
+        rec.update(metric_conventions(r))
         dm = dmetrics.get(r.dir, {})
-        for m in REPORT_PER_IMAGE:
-            entry = dm.get(m)
-            if entry is None:
+        for m in PER_IMAGE:
+            vals = per_image_values(r, m, dm)
+            if m in REPORT_PER_IMAGE and m not in dm:
                 continue
-            if "na" in entry:
-                rec.update({f"{m}_mean": math.nan, f"{m}_ci_lo": math.nan, f"{m}_ci_hi": math.nan,
-                            f"{m}_na": entry["na"]})
-                continue
-            vals = [entry["per_image"][i] for i in sorted(entry["per_image"])]
-            mean, lo, hi = bootstrap_ci(vals, n_boot, stable_seed(seed, r.hash, m))
-            rec.update({f"{m}_mean": mean, f"{m}_ci_lo": lo, f"{m}_ci_hi": hi, f"{m}_na": ""})
+            mean, lo, hi = bootstrap_ci([vals[i] for i in sorted(vals)], n_boot,
+                                        cell_seed(seed, *cell_identity(r, label), m))
+            if m in ROW_METRICS and len(vals) != len(r.rows) and math.isfinite(mean):
+                mean = lo = hi = math.nan  # never a mean over part of the images
+            rec.update({f"{m}_mean": mean, f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})
+            if math.isfinite(mean):
+                rec[f"{m}_na"] = ""
+            elif m in REPORT_PER_IMAGE:
+                rec[f"{m}_na"] = str((dm.get(m) or {}).get("na", "no finite values"))
+            else:
+                rec[f"{m}_na"] = _row_na(r, m)
+        rec["psnr_capped"] = int((pd.to_numeric(r.rows.get("psnr"), errors="coerce") == math.inf).sum()) \
+            if "psnr" in r.rows else 0
         fid = dm.get("fid")
         if fid is not None:
             if "na" in fid:
                 rec.update({"fid": math.nan, "kid_mean": math.nan, "kid_std": math.nan, "fid_n": np.nan,
-                            "fid_warning": "", "fid_extractor_sha256": "", "fid_na": fid["na"]})
+                            "kid_subset_size": np.nan, "fid_warning": "", "fid_extractor_sha256": "",
+                            "fid_na": fid["na"], "kid_na": "as FID"})
             else:
                 v = fid["value"]
                 rec.update({"fid": v["fid"], "kid_mean": v["kid_mean"], "kid_std": v["kid_std"],
-                            "fid_n": min(v["n_real"], v["n_fake"]), "fid_warning": v.get("warning") or "",
-                            "fid_extractor_sha256": v["extractor_sha256"], "fid_na": ""})
+                            "fid_n": min(v["n_real"], v["n_fake"]), "kid_subset_size": v.get("kid_subset_size"),
+                            "fid_warning": v.get("warning") or "", "fid_extractor_sha256": v["extractor_sha256"],
+                            "fid_na": "", "kid_na": v.get("kid_na", "")})
         rec.update(timing_summary(r.timings))
+        rec["wall_seconds"] = sum(float((t.get("seconds") or {}).get("total", math.nan)) for t in r.timings) \
+            if r.timings else math.nan
         records.append(rec)
     df = pd.DataFrame.from_records(records)
     if not df.empty:
         df["steps"] = df["steps"].astype("Int64")
-        if "fid_n" in df:
-            df["fid_n"] = df["fid_n"].astype("Int64")
+        for col in ("fid_n", "kid_subset_size"):
+            if col in df:
+                df[col] = df[col].astype("Int64")
     return df

@@ -11,10 +11,15 @@
   Weights: ``--inception-weights PATH`` (any file; a sha256 other than the official pin is flagged in the report) or the hash-pinned asset cache
   (``INCEPTION_ASSET``); offline and absent -> ``n/a`` with the AssetError's instructions.
 * **LOE** for ``lowlight`` runs: reference = the low-light input PNG in ``degraded/`` (never the ground
-  truth), ``short_side = 50`` (MATLAB ``loe.m`` protocol, recorded with the values).
-* **NIQE** and **PI** for ``lowlight`` runs (GDP's LOL protocol), PIRM convention (Y channel,
-  ``crop_border = 4``). NIQE needs BasicSR's ``niqe_pris_params.npz``; PI additionally needs the Ma (NRQM)
-  score from the optional ``pyiqa`` package, otherwise ``n/a`` with the reason.
+  truth), MATLAB ``loe.m`` on the uint8 PNGs (``short_side = 50``, :mod:`bench.metrics.loe`).
+* **NIQE** and **PI** for *every* run (no-reference: they also run without ground truth), Y channel,
+  ``crop_border = 4`` (PIRM / GDP's evaluator; ``--niqe-crop-border``), NIQE variant ``matlab`` (rounded Y;
+  ``--niqe-variant``). Every image is size-checked (two 96x96 blocks after the crop); if any is too small the
+  run's NIQE is n/a with the count and the first offender. NIQE needs BasicSR's ``niqe_pris_params.npz``; PI
+  additionally needs the Ma (NRQM) score from the optional ``pyiqa`` package, otherwise ``n/a``.
+
+Reasons (``{"na": ...}``) are one short line without absolute paths or URLs (the report prints the download
+instructions once, in its conventions).
 
 ``<run>/dataset_metrics.json`` holds one entry per metric, each with a ``key`` = sha256 of (sorted image
 ids, metric version, parameters/weights sha256); an entry is recomputed only when its key changes (rows
@@ -27,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,18 +44,27 @@ from bench.imageio import atomic_write_bytes, read_png_u8
 from bench.metrics import MetricUnavailable
 from bench.report.aggregate import Run
 
-FID_VERSION = "fid:torch-fidelity-inception-v3-compat,pool3-2048,uint8-png,kid-poly3-100x1000-seed0;v1"
+FID_VERSION = ("fid:torch-fidelity-inception-v3-compat,pool3-2048,uint8-png,"
+               "kid-poly3-100 subsets of min(1000, N//2 if N<=1000)-seed0;v2")
 LOE_SHORT_SIDE = 50
 NIQE_CROP_BORDER = 4
-NIQE_VERSION = f"niqe:bench.metrics.niqe,crop_border={NIQE_CROP_BORDER},second_scale=matlab;v1"
-PI_VERSION = f"pi:PIRM,0.5*((10-Ma)+NIQE),crop_border={NIQE_CROP_BORDER};v1"
-CACHE_VERSION = 1
+PI_VERSION = "pi:PIRM,0.5*((10-Ma)+NIQE);v2"
+CACHE_VERSION = 2
+_ABS_PATH = re.compile(r"(?<![\w.$~:/])(?:/[^\s/:;,()'\"]+)+/([^\s/:;,()'\"]*)")
+
+
+def short_reason(text: str) -> str:
+    """One line, ``|`` escaped, absolute paths reduced to their file name (reports carry no absolute paths)."""
+    line = "; ".join(s.strip() for s in str(text).splitlines() if s.strip()).replace("|", "/")
+    return _ABS_PATH.sub(lambda m: m.group(1) or "<path>", line)
+
+
 COUNTS: Counter = Counter()  # inception_images, reference_stats, loe_runs, niqe_runs, pi_runs
 NIQE_HINT = "pass --niqe-params (BasicSR's niqe_pris_params.npz)"
 
 
 def _one_line(text: str) -> str:
-    return "; ".join(s.strip() for s in str(text).splitlines() if s.strip()).replace("|", "/")
+    return short_reason(text)
 
 
 def _digest(obj) -> str:
@@ -70,6 +85,8 @@ class Resources:
     niqe_params: Path | None = None
     nrqm_weights: Path | None = None
     device: str = "cpu"
+    niqe_variant: str = "matlab"
+    niqe_crop_border: int = NIQE_CROP_BORDER
     _cache: dict = field(default_factory=dict)
 
     def extractor(self):
@@ -80,23 +97,23 @@ class Resources:
 
     def _load_extractor(self):
         from bench.metrics.fid import INCEPTION_NAME, InceptionFeatures
-        from bench.models.assets import AssetError, cache_dir, fetch
+        from bench.models.assets import AssetError, fetch
 
         if self.inception_weights is not None:
             path = Path(self.inception_weights).expanduser()
             if not path.is_file():
-                return None, (f"Inception weights missing: --inception-weights {path} is not a file; place "
-                              f"{INCEPTION_NAME} there or pass its path")
+                return None, f"Inception weights missing: --inception-weights {path.name} is not a file"
         else:
             from bench.metrics import fid as fidmod
 
             try:
                 path = fetch(fidmod.INCEPTION_ASSET)
-            except AssetError as err:  # first line: what is wrong + the file it expected
-                first = str(err).strip().splitlines()[0].split("; missing file:")[0].rstrip(".")
-                return None, _one_line(f"Inception weights unavailable: {first}; place it at "
-                                       f"{cache_dir() / INCEPTION_NAME} (download: {fidmod.INCEPTION_URL}) "
-                                       "or pass --inception-weights PATH")
+            except AssetError as err:
+                first = str(err).strip().splitlines()[0]
+                why = "offline and not in $BENCH_CACHE" if "offline" in first else "not in $BENCH_CACHE"
+                if "sha256" in first:
+                    why = "the cached file has the wrong sha256"
+                return None, f"Inception weights {INCEPTION_NAME} unavailable ({why})"
         return InceptionFeatures(path, device=self.device), None
 
     def niqe(self):
@@ -108,7 +125,7 @@ class Resources:
             if p is None:
                 self._cache["niqe"] = (None, f"NIQE parameters not found: {NIQE_HINT}")
             elif not Path(p).is_file():
-                self._cache["niqe"] = (None, f"NIQE parameters not found at {p}: {NIQE_HINT}")
+                self._cache["niqe"] = (None, f"NIQE parameters not found at {Path(p).name}: {NIQE_HINT}")
             else:
                 self._cache["niqe"] = (NIQEParams.load(p), _file_sha(Path(p)))
         return self._cache["niqe"]
@@ -187,7 +204,8 @@ def fid_entry(root: Path, run: Run, res: Resources) -> dict:
     ref_paths = [ref_dir / f"{i}.png" for i in run.ids]
     absent = [p.name for p in ref_paths if not p.is_file()]
     if absent:
-        return {"na": f"{len(absent)} ground-truth images missing in {ref_dir} (first: {absent[0]})"}
+        return {"na": f"{len(absent)} ground-truth images missing in {ref_dir.relative_to(root).as_posix()} "
+                      f"(first: {absent[0]})"}
     extractor, reason = res.extractor()
     if extractor is None:
         return {"na": reason}
@@ -210,14 +228,14 @@ def fid_entry(root: Path, run: Run, res: Resources) -> dict:
         warnings.simplefilter("ignore")
         v = fid_from_features(ref["features"], fake)
     v.update({"extractor_sha256": sha, "extractor_standard": sha == INCEPTION_SHA256})
-    return {"key": key, "value": v}
+    return {"key": key, "version": FID_VERSION, "value": v}
 
 
 def loe_entry(run: Run) -> dict:
-    from bench.metrics.loe import loe, loe_protocol
+    from bench.metrics.loe import loe, loe_protocol, loe_version
 
     protocol = loe_protocol(LOE_SHORT_SIDE)
-    key = _digest({"ids": run.ids, "protocol": protocol, "version": 1})
+    key = _digest({"ids": run.ids, "version": loe_version(LOE_SHORT_SIDE)})
     cached = _cached(run, "loe", key)
     if cached is not None:
         return cached
@@ -229,49 +247,63 @@ def loe_entry(run: Run) -> dict:
             return {"na": f"LOE needs the input and output at one size; {i}: {tuple(low.shape)} vs {tuple(enh.shape)}"}
         per[i] = float(loe(enh, low, short_side=LOE_SHORT_SIDE)[0])
     COUNTS["loe_runs"] += 1
-    return {"key": key, "protocol": protocol, "per_image": per}
+    return {"key": key, "protocol": protocol, "version": loe_version(LOE_SHORT_SIDE), "per_image": per}
 
 
-def _niqe_size_reason(shape) -> str | None:
-    h, w = shape[-2] - 2 * NIQE_CROP_BORDER, shape[-1] - 2 * NIQE_CROP_BORDER
-    if (h // 96) * (w // 96) < 2:
-        return (f"images too small for NIQE: {shape[-1]}x{shape[-2]} gives fewer than two 96x96 blocks "
-                f"after a {NIQE_CROP_BORDER}-pixel crop (needs e.g. >= 200x104)")
-    return None
+def _niqe_size_reason(run: Run, paths: list[Path], crop: int) -> str | None:
+    """Every image is checked (header only); None when all fit, else the count and the first offender."""
+    from PIL import Image
+
+    from bench.metrics.niqe import niqe_size_problem
+
+    bad = []
+    for i, p in zip(run.ids, paths):
+        with Image.open(p) as im:
+            w, h = im.size
+        problem = niqe_size_problem(h, w, crop)
+        if problem:
+            bad.append((i, problem))
+    if not bad:
+        return None
+    if len(bad) == len(paths) and len({p for _, p in bad}) == 1:
+        return f"images too small for NIQE: {bad[0][1]}"
+    return f"{len(bad)} of {len(paths)} images too small for NIQE (first: {bad[0][0]}, {bad[0][1]})"
 
 
 def niqe_pi_entries(run: Run, res: Resources) -> dict:
     """``{"niqe": entry, "pi": entry}``; PI needs NIQE and Ma (pyiqa NRQM)."""
-    from bench.metrics.niqe import ma_score, niqe
+    from bench.metrics.niqe import ma_score, niqe, niqe_version
 
     params, sha = res.niqe()
     if params is None:
         return {"niqe": {"na": sha}, "pi": {"na": f"PI needs NIQE: {sha}"}}
+    crop = int(res.niqe_crop_border)
     paths = [run.dir / "images" / f"{i}.png" for i in run.ids]
-    small = _niqe_size_reason(read_png_u8(paths[0]).shape)
+    small = _niqe_size_reason(run, paths, crop)
     if small:
         return {"niqe": {"na": small}, "pi": {"na": f"PI needs NIQE: {small}"}}
     out = {}
-    nkey = _digest({"ids": run.ids, "params": sha, "version": NIQE_VERSION})
+    version = niqe_version(res.niqe_variant, crop)
+    nkey = _digest({"ids": run.ids, "params": sha, "version": version})
     out["niqe"] = _cached(run, "niqe", nkey)
     if out["niqe"] is None:
-        per = {i: float(niqe(read_png_u8(p)[None].double() / 255, params, crop_border=NIQE_CROP_BORDER)[0])
-               for i, p in zip(run.ids, paths)}
+        per = {i: float(niqe(read_png_u8(p)[None].double() / 255, params, crop_border=crop,
+                             variant=res.niqe_variant)[0]) for i, p in zip(run.ids, paths)}
         COUNTS["niqe_runs"] += 1
-        out["niqe"] = {"key": nkey, "per_image": per}
-    pkey = _digest({"ids": run.ids, "params": sha, "nrqm": str(res.nrqm_weights), "version": PI_VERSION})
+        out["niqe"] = {"key": nkey, "version": version, "per_image": per}
+    pkey = _digest({"ids": run.ids, "niqe": nkey, "nrqm": str(res.nrqm_weights), "version": PI_VERSION})
     out["pi"] = _cached(run, "pi", pkey)
     if out["pi"] is None:
         try:
             per = {}
             for i, p in zip(run.ids, paths):
-                ma = float(ma_score(read_png_u8(p)[None].float() / 255, res.nrqm_weights)[0])
+                ma = float(ma_score(read_png_u8(p)[None].float() / 255, res.nrqm_weights, crop_border=crop)[0])
                 per[i] = 0.5 * ((10 - ma) + out["niqe"]["per_image"][i])
         except MetricUnavailable as err:
             out["pi"] = {"na": _one_line(f"PI needs Ma: {err.reason}")}
         else:
             COUNTS["pi_runs"] += 1
-            out["pi"] = {"key": pkey, "per_image": per}
+            out["pi"] = {"key": pkey, "version": PI_VERSION, "per_image": per}
     return out
 
 
@@ -293,7 +325,7 @@ def run_dataset_metrics(root: Path, run: Run, res: Resources) -> dict:
         out = {"fid": fid_entry(root, run, res)}
         if run.task == "lowlight":
             out["loe"] = loe_entry(run)
-            out.update(niqe_pi_entries(run, res))
+        out.update(niqe_pi_entries(run, res))
     finally:
         _LOADED.pop(run.dir, None)
     # reasons are not cached (weights may appear later); an entry that is n/a now keeps its old value

@@ -75,12 +75,31 @@ def test_kid_identical_shifted_and_torch_fidelity():
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     b = rng.standard_normal((60, 32)) + 0.2
-    ours, std = kid(a[:60, :32], b, subsets=3, subset_size=10_000)
+    ours, std = kid(a[:60, :32], b, subsets=3, subset_size=60)
     tf = kid_features_to_metric(torch.from_numpy(a[:60, :32]), torch.from_numpy(b), kid_subsets=3,
                                 kid_subset_size=60, verbose=False, kid_kernel="poly", kid_kernel_poly_degree=3,
                                 kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=0)
     assert ours == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-9)
     assert std == pytest.approx(0, abs=1e-12)
+
+
+def test_kid_subsets_smaller_than_small_sets():
+    """N <= 1000 (LOL eval15: 15): subsets of N // 2, so the std over subsets is the sampling spread, not 0."""
+    from bench.metrics.fid import choose_kid_subset_size as kid_subset_size
+
+    assert kid_subset_size(5000, 2000) == 1000 and kid_subset_size(1001, 1200) == 1000
+    assert kid_subset_size(1000, 1000) == 500 and kid_subset_size(15, 15) == 7 and kid_subset_size(4, 9) == 2
+    assert kid_subset_size(3, 100) is None
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((15, 16)), rng.standard_normal((15, 16)) + 0.3
+    with pytest.warns(SmallSampleWarning):
+        out = fid_from_features(a, b, kid_subsets=50)
+    assert out["kid_subset_size"] == 7 and out["kid_std"] > 0 and out["kid_na"] == ""
+    with pytest.warns(SmallSampleWarning):
+        tiny = fid_from_features(a[:3], b[:3], kid_subsets=5)
+    assert np.isnan(tiny["kid_mean"]) and "at least 4 images" in tiny["kid_na"] and np.isfinite(tiny["fid"])
+    with pytest.raises(ValueError, match="subset_size=16"):
+        kid(a, b, subset_size=16)
 
 
 def test_kid_seeded_and_no_global_rng():
@@ -104,7 +123,7 @@ def test_small_sample_warning_and_report():
     a, b = rng.standard_normal((15, 64)), rng.standard_normal((15, 64)) + 0.1
     with pytest.warns(SmallSampleWarning, match="N < 2048"):
         out = fid_from_features(a, b, kid_subsets=5)
-    assert set(out) == {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "warning"}
+    assert set(out) == {"fid", "kid_mean", "kid_std", "kid_subset_size", "kid_na", "n_real", "n_fake", "warning"}
     assert out["n_real"] == out["n_fake"] == 15 and "LOL eval15" in out["warning"]
     assert np.isfinite(out["fid"]) and out["fid"] > 0
 

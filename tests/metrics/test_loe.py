@@ -1,4 +1,5 @@
-"""LOE (Wang et al. 2013): definition checks against a naive O(N^2) loop, invariances and the protocol."""
+"""LOE (Wang et al. 2013): definition checks against a naive O(N^2) loop, invariances, the protocol, and the
+default (uint8, MATLAB ``loe.m``) against an independent transcription of loe.m on real low-light photos."""
 
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics.loe import lightness, loe, loe_downsampled_shape, loe_protocol
+from bench.metrics.loe import lightness, loe, loe_downsampled_shape, loe_protocol, loe_version
+from tests.metrics import matlab_ref
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -31,25 +33,28 @@ def test_identity_is_zero():
     x = _rand()
     assert torch.equal(loe(x, x, short_side=None), torch.zeros(2, dtype=torch.float64))
     assert torch.equal(loe(x, x), torch.zeros(2, dtype=torch.float64))  # with the default resize
+    assert torch.equal(loe(x, x, quantize_8bit=False), torch.zeros(2, dtype=torch.float64))
 
 
 def test_monotone_brightening_is_zero_and_reversal_positive():
     x = _rand(h=9, w=11)
-    assert torch.all(loe(x ** 0.5, x, short_side=None) == 0)
-    assert torch.all(loe(0.2 + 0.8 * x, x, short_side=None) == 0)
-    assert torch.all(loe(1 - x, x, short_side=None) > 0)
+    f = dict(short_side=None, quantize_8bit=False)  # float lightness: any monotone map keeps every order
+    assert torch.all(loe(x ** 0.5, x, **f) == 0)
+    assert torch.all(loe(0.2 + 0.8 * x, x, **f) == 0)
+    assert torch.all(loe(1 - x, x, **f) > 0)
 
 
 def test_scale_free():
     x, y = _rand(seed=1), _rand(seed=2)
-    assert torch.equal(loe(y, x, short_side=None), loe(255 * y, 255 * x, short_side=None))
+    f = dict(short_side=None, quantize_8bit=False)
+    assert torch.equal(loe(y, x, **f), loe(255 * y, 255 * x, **f))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_naive_loop(seed):
     ref, enh = _rand(b=2, seed=seed), _rand(b=2, seed=seed + 10)
     enh[1] = ref[1].clamp(0.3, 0.7)  # create ties: U(a, b) = 1 when a >= b, ties included
-    got = loe(enh, ref, short_side=None, chunk=5)  # chunk < N exercises the chunking
+    got = loe(enh, ref, short_side=None, quantize_8bit=False, chunk=5)  # chunk < N exercises the chunking
     want = [_naive_loe(enh[i], ref[i]) for i in range(2)]
     assert got.tolist() == pytest.approx(want, abs=0)
 
@@ -78,16 +83,59 @@ def test_resize_is_applied():
     assert size == (8, 10)
     lr, le = (imresize_matlab(lightness(t), size=size) for t in (ref, enh))
     want = _naive_loe(le.expand(3, -1, -1), lr.expand(3, -1, -1))
-    assert loe(enh, ref, short_side=8).item() == pytest.approx(want, abs=0)
-    assert loe(enh, ref, short_side=8).item() != loe(enh, ref, short_side=None).item()
+    f = dict(quantize_8bit=False)
+    assert loe(enh, ref, short_side=8, **f).item() == pytest.approx(want, abs=0)
+    assert loe(enh, ref, short_side=8, **f).item() != loe(enh, ref, short_side=None, **f).item()
 
 
-def test_quantize_8bit_matches_matlab_uint8_path():
-    ref = _rand(b=1, h=20, w=20, seed=5)
-    q = (ref * 255).round() / 255
-    # already 8-bit valued inputs at full resolution: quantization changes nothing
-    assert loe(q ** 0.8, q, short_side=None, quantize_8bit=True) >= 0
-    assert loe(q, q, short_side=10, quantize_8bit=True).item() == 0
+def test_uint8_imresize_equals_the_loop_transcription():
+    """imresize of a uint8 image: every pass rounded (half away from zero) and saturated, smaller scale first."""
+    from bench.metrics.niqe import imresize_matlab
+
+    g = torch.Generator().manual_seed(5)
+    img = (torch.rand(37, 53, generator=g, dtype=torch.float64) * 255).round()
+    for size in ((18, 26), (19, 25), (50, 60)):  # the row / column scale smaller, and an up-scale
+        got = imresize_matlab(img, size=size, uint8=True).numpy()
+        want = matlab_ref.imresize(img.numpy(), size, uint8=True)
+        assert np.array_equal(got, want), size
+        assert np.array_equal(got, np.round(got)) and got.min() >= 0 and got.max() <= 255
+    # the per-pass rounding is not the same as rounding once
+    once = np.floor(imresize_matlab(img, size=(18, 26)).numpy().clip(0, 255) + 0.5)
+    assert not np.array_equal(once, imresize_matlab(img, size=(18, 26), uint8=True).numpy())
+
+
+def _u8(path):
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _t(a):
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].double() / 255
+
+
+@pytest.mark.parametrize("name", ["lol_eval_low_1.png", "lime_3.png", "dicm_02.jpg"])
+def test_default_equals_loe_m_on_real_photos(name):
+    """Real low-light photos (600x400, 500x375, 480x640) enhanced by gamma 0.4 and by CLAHE (a local, order
+    changing enhancement), saved as 8 bit: our default LOE == the loe.m transcription, exactly."""
+    from skimage import exposure
+
+    path = DATA / "lowlight" / name
+    if not path.is_file():
+        pytest.skip(f"shared low-light image {path} not found (see shared/data/README.md)")
+    low = _u8(path)
+    gamma = np.clip(np.round(255 * (low / 255.0) ** 0.4), 0, 255).astype(np.uint8)
+    clahe = np.round(exposure.equalize_adapthist(low, clip_limit=0.02) * 255).astype(np.uint8)
+    for enh in (gamma, clahe):
+        got = loe(_t(enh), _t(low)).item()
+        assert got == matlab_ref.loe_m(low, enh)
+    assert loe(_t(clahe), _t(low)).item() > loe(_t(gamma), _t(low)).item()
+    assert loe(_t(low), _t(low)).item() == 0
+
+
+def test_protocol_and_version_name_the_uint8_path():
+    assert "uint8" in loe_protocol() and "float" in loe_protocol(quantize_8bit=False)
+    assert loe_version().startswith("loe:") and "short side 50" in loe_version() and loe_version().endswith("v2")
 
 
 def test_real_lowlight_images():
@@ -99,7 +147,8 @@ def test_real_lowlight_images():
     img = np.asarray(Image.open(folder / "lol_eval_low_1.png").convert("RGB"), dtype=np.float64) / 255
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     assert x.shape[-2:] == (400, 600)
-    gamma = loe(x ** 0.4, x)  # global monotone curve: order kept up to resize interpolation effects
-    flipped = loe(1 - x, x)
+    f = dict(quantize_8bit=False)
+    gamma = loe(x ** 0.4, x, **f)  # global monotone curve: order kept up to resize interpolation effects
+    flipped = loe(1 - x, x, **f)
     assert 0 <= gamma.item() < 0.05 * flipped.item()  # ~0.015 here
     assert flipped.item() > 1000  # on a 50x75 grid (3750 pixels), most orders are reversed
