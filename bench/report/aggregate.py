@@ -15,8 +15,9 @@ Rules (documented in the report's "Conventions"):
 * **Code versions are never averaged**: every run is its own row, labelled with its code version
   (``manifest["code"]["fingerprint"]``, else ``git:<commit[:8]>``); a table holding one (variant, steps)
   under several code versions shows the version in the label, and figures draw each version separately.
-* **Duplicates** (same variant, steps and code version in different run directories - e.g. a step-less
-  baseline swept with ``steps=10,20``) are collapsed: the run with the most images (then the newest) is
+* **Duplicates** (same variant, steps and code version in different run directories: the run identity
+  makes that rare - a run directory copied or merged in from elsewhere, or runs of an older version that
+  hashed unused keys) are collapsed: the run with the most images (then the newest) is
   shown, the others are listed as duplicates of it (``duplicate_of`` in ``runs.csv``).
 * **Incomplete** runs (fewer images than the dataset/limit asks for) are shown, marked, never bold.
 * **PSNR = inf** (an output identical to its reference) counts as 100 dB in means, intervals and paired
@@ -248,10 +249,13 @@ def _flatten(d, prefix: str = "") -> dict:
 
 def _variant_config(cfg: dict) -> dict:
     """What distinguishes configurations of one method on one task, except the step count: the method's
-    hyper-parameters (its prior included), the task parameters, the metric conventions and the seed (not
-    the execution knobs)."""
-    flat = _flatten({k: v for k, v in cfg.items() if k in ("method", "task", "seed", "metrics")})
-    return {k: v for k, v in flat.items() if k != "method.steps"}
+    hyper-parameters (its prior included), the task parameters, the metric conventions, the seed and the
+    dataset's semantic keys (image size, preprocessing; not the execution knobs, root, limit or shards)."""
+    from bench.results import semantic_config
+
+    sem = semantic_config(cfg)
+    flat = _flatten({k: v for k, v in sem.items() if k in ("method", "task", "seed", "metrics", "dataset")})
+    return {k: v for k, v in flat.items() if k not in ("method.steps", "dataset.name")}
 
 
 def assign_variants(runs: list[Run]) -> None:

@@ -26,7 +26,7 @@ ZERO_DCE = SHARED_DATA / "zero-dce" / "Epoch99.pth"
 LOWLIGHT = SHARED_DATA / "lowlight"
 CELLS = [
     ("method=bicubic", "task=sr4"),
-    ("method=bicubic", "task=sr4", "steps=10"),  # a step-less baseline swept with steps: a duplicate
+    ("method=bicubic", "task=sr4", "steps=10"),  # a step-less baseline swept with steps: the same run
     ("method=bicubic", "task=denoise"),
     ("method=bicubic", "method.mode=bilinear", "task=sr4"),
     ("method=bicubic", "method.mode=nearest", "task=sr4", "dataset.num_shards=2", "dataset.shard=0"),  # half done
@@ -53,6 +53,10 @@ def results(tmp_path_factory):
         limit = [] if any(c.startswith("dataset.limit") for c in cell) else ["dataset.limit=4"]
         cfg = compose(*cell, *limit, f"run.results_root={root}", "run.progress=false", "run.device=cpu")
         run_from_config(cfg)
+    # a duplicate (the run identity never makes one: a run directory merged in from another results root)
+    bic = next(d for d in run_dirs(root) if d.parent.name == "bicubic" and d.parent.parent.name == "sr4"
+               and (d / "config.yaml").read_text().count("mode: bicubic"))
+    shutil.copytree(bic, bic.parent / "default-0000dup0")
     return root
 
 
@@ -153,7 +157,7 @@ def test_one_table_with_paper_values_and_context(results, offline_report):
     assert _col(head, ddrm, "Prior") == "random weights (not meaningful)"
     assert _col(head, ddrm, "PSNR [GDP]") == "26.53" and _col(head, ddrm, "Consist. [GDP]") == "19.39"
     assert any(r[0] == "gdp_x0 (paper only)" and _col(head, r, "PSNR [GDP]") == "24.42" for r in rows)
-    # the step-less duplicate is collapsed into one row and listed
+    # the merged-in duplicate is collapsed into one row and listed (steps=10 made no second run)
     assert sum(r[0] == "bicubic (mode=bicubic)" and _col(head, r, "Steps") == "-" for r in rows) == 1
     assert "duplicate not shown" in readme
     # the denoise caption converts the sigma units
