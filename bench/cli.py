@@ -17,6 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from bench.batching import parse_batch_size, resolve_batch_size
 from bench.data import DatasetError
 from bench.models.assets import AssetError
 from bench.loggers import log_wandb, run_summary
@@ -94,6 +95,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     chash = config_hash(c, dman["sha256"])
     store = RunStore(root, dname, task.name, method.name, method.steps, chash)
     device = resolve_device(c["run"]["device"])
+    parse_batch_size(c["run"]["batch_size"])  # a bad value fails before any work
 
     pending = len(dataset) - len(store.done_ids() & {e.id for e in dataset.entries})
     if pending == 0:
@@ -110,9 +112,11 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     store.write_once("dataset_manifest.json", json.dumps(dman, indent=1) + "\n")
     store.write_once("manifest.json", json.dumps(_manifest(c, task, method, dataset, dman, chash, device),
                                                  indent=2, sort_keys=True, default=str) + "\n")
+    batch_size, batch_rule = resolve_batch_size(c["run"]["batch_size"], method, pending, device,
+                                                dataset.image_size or 256)
     opts = RunOptions(
-        seed=int(c["seed"]), batch_size=int(c["run"]["batch_size"]), num_workers=int(c["run"]["num_workers"]),
-        progress=bool(c["run"]["progress"]), load_seconds=load_seconds,
+        seed=int(c["seed"]), batch_size=batch_size, num_workers=int(c["run"]["num_workers"]),
+        progress=bool(c["run"]["progress"]), load_seconds=load_seconds, batch_rule=batch_rule,
         reference_dir=reference_dir(root, dname, dataset.image_size, dman["sha256"]),
     )
     timing = restore_dataset(dataset, task, method, store, device, opts)
