@@ -321,6 +321,32 @@ def test_perf_cli_generic_methods_auto_batch_and_profile(tmp_path):
             assert s["categories_ms"]["convolution"] > 0 and 0 <= s["categories_pct"]["launch_gaps"] < 50
 
 
+def test_overhead_breakdown_of_a_real_run(tmp_path):
+    """bench.overhead on a fresh CLI run: restore time from the rows, outside = loop - restore."""
+    import pandas as pd
+
+    from bench.cli import run_from_config
+    from bench.overhead import breakdown, main as overhead_main
+    from tests.conftest import compose, run_dirs
+
+    run_from_config(compose("method=bicubic", "task=sr4", "dataset.limit=3", "run.batch_size=2",
+                            f"run.results_root={tmp_path}", "run.progress=false"))
+    (run,) = run_dirs(tmp_path)
+    rec = breakdown(run)
+    rows = pd.read_parquet(run / "per_image.parquet")
+    assert rec["images"] == 3 and rec["batch_size"] == 2
+    assert rec["restore_seconds_all"] == pytest.approx(float(rows["restore_seconds"].sum()))
+    assert rec["outside_seconds"] == pytest.approx(rec["loop_seconds"] - rec["restore_seconds_all"])
+    assert rec["outside_fraction"] == pytest.approx(rec["outside_seconds"] / rec["restore_seconds_all"])
+    assert rec["met"] == (rec["outside_fraction"] <= 0.10) and "writer_warmup" in rec["phases_seconds"]
+    assert overhead_main([str(run), "--out", str(tmp_path / "o.json")]) == 0
+    assert json.loads((tmp_path / "o.json").read_text())["images"] == 3
+    run_from_config(compose("method=bicubic", "task=sr4", "dataset.limit=4", f"run.results_root={tmp_path}",
+                            "run.progress=false"))  # a resumed run has two invocations: refused
+    with pytest.raises(ValueError, match="fresh run"):
+        breakdown(run)
+
+
 # ------------------------------------------------------------------ CUDA (run by the device script)
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
 
