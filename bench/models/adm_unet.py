@@ -220,7 +220,10 @@ class ADMUNet(nn.Module):
         if self._torso_fp16:
             h = self._torso(x.half(), emb)
         elif self.autocast_dtype is not None and x.device.type == "cuda":
-            with torch.autocast("cuda", dtype=self.autocast_dtype):
+            # no cast cache while a CUDA graph is being captured (bench/models/cuda_graph.py): the casts are
+            # recorded as kernels either way, and a cached cast must not outlive the capture
+            with torch.autocast("cuda", dtype=self.autocast_dtype,
+                                cache_enabled=not torch.cuda.is_current_stream_capturing()):
                 h = self._torso(x, emb)
         else:
             h = self._torso(x, emb)
