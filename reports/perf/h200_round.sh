@@ -67,7 +67,7 @@ if [ "$DRY" = 1 ]; then
 else
   DEV=cuda; MODEL=adm_imagenet256; SIZE=256; BATCH=32; STEPS=20; FEW=5; SRSTEPS=100; LDM=hub-shapes; NIMG=512
   MODES=bf16+cl+compile,bf16+cl+compile+graph; PMODES=$MODES; GMODES=bf16+cl; GBATCH=8
-  TESTS=""; XDIST="-n 6"
+  TESTS=""; XDIST="-n 6"; $PY -c "import xdist" 2>/dev/null || XDIST=""
   if [ "$(nproc)" -ge 16 ]; then PIN_T="taskset -c 8-15"; PIN_P="taskset -c 0-7"; else PIN_T=""; PIN_P=""; fi
 fi
 SRC=.devdata/imagenet-sample-96; [ -d "$SRC" ] || SRC=../shared/data/imagenet-sample-96
