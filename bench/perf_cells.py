@@ -13,6 +13,7 @@ UNet at the latent size), ``steps`` forwards per call.
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
 import time
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 from bench import seeding
 from bench.batching import resolve_batch_size
 from bench.models.prior import FastForward, Precision, apply_speed, load_prior
+from bench.profiling import forward_gflop
 from bench.provenance import device_name
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -186,6 +188,17 @@ def _mb(module) -> float:
     return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
 
 
+@functools.lru_cache(maxsize=8)
+def adm_gflop(model: str, size: int) -> float:
+    """GFLOP of one ADM forward of ``conf/model/<model>.yaml`` per image at ``size`` px (meta device)."""
+    from bench.models.adm_unet import create_model
+
+    arch = model_config(model, {"precision": "fp32", "channels_last": False, "compile": False, "compile_mode": None,
+                                "cuda_graph": False, "fused_norm": False, "cudnn_benchmark": None,
+                                "micro_batch": None})["arch"]
+    return forward_gflop(lambda: create_model(**arch), ((1, 3, size, size), torch.float32), ((1,), torch.long))
+
+
 def _batch(spec, target, device, size: int) -> tuple[int, dict | None]:
     """An int batch passes through; "auto" is resolved by bench.batching for ``target`` (a method)."""
     if spec != "auto":
@@ -207,7 +220,8 @@ def build_cell(method: str, mode: dict, batch, steps: int, args, device, cache: 
             cache["prior"] = load_prior(model_config(args.model, mode), device)
         prior = cache["prior"]
         settings, weights, fast = prior.info["speed"], _mb(prior.net), prior.forward
-        arch = {"model": args.model, "parameters": prior.info["parameters"]}
+        arch = {"model": args.model, "parameters": prior.info["parameters"],
+                "forward_gflop_per_image": adm_gflop(args.model, size)}
     if spec["ldm"]:
         if "ldm" not in cache:
             cache["ldm"] = ldm_parts(args.ldm, device, mode)

@@ -101,6 +101,22 @@ def profile_call(call: Callable[[], object], device: torch.device, top: int = 25
     return summarize(prof, wall, top=top)
 
 
+def forward_gflop(build: Callable[[], torch.nn.Module], *inputs_shape_dtype) -> float:
+    """GFLOP of one forward of the net ``build()`` makes, counted by ``torch.utils.flop_counter`` on the
+    meta device (no memory, no weights; convolutions, matmuls, attention as their math form). Inputs are
+    ``(shape, dtype)`` pairs; integer dtypes get zeros. METHOD.md's first number: FLOP / measured rate =
+    the time floor of a forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = build()
+        args = [torch.zeros(s, dtype=d) if not d.is_floating_point else torch.randn(s, dtype=d)
+                for s, d in inputs_shape_dtype]
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(*args)
+    return counter.get_total_flops() / 1e9
+
+
 def markdown(cells: list[dict]) -> str:
     """One table per profiled cell: category, ms, % of wall; then its top operators/kernels."""
     out = ["# Profile summary (`python -m bench.perf --profile`)", "",

@@ -233,6 +233,13 @@ def test_fused_norm_equals_unfused_and_keeps_the_checkpoint_layout(updown, scale
     assert 0 < rel_l2(low_fused, ref) < 3e-2 and 0 < rel_l2(low_plain, ref) < 3e-2
 
 
+def test_forward_flop_count():
+    from bench.profiling import forward_gflop
+
+    gflop = forward_gflop(lambda: torch.nn.Conv2d(8, 16, 3, padding=1), ((1, 8, 32, 32), torch.float32))
+    assert gflop == pytest.approx(2 * 8 * 16 * 9 * 32 * 32 / 1e9)  # 2 FLOP per multiply-add, bias not counted
+
+
 def test_profile_categories():
     names = {
         "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64": "convolution",
@@ -311,6 +318,7 @@ def test_perf_cli_generic_methods_auto_batch_and_profile(tmp_path):
     assert fast["fused_norm"] is True and fast["micro_batch"] == 2 and fast["cuda_graph"] is False
     assert any("CUDA graphs exist on CUDA only" in n for n in fast["notes"])
     assert rows[("bicubic", "fp32")]["nfe_per_image"] == 0 and rows[("unet", "fp32")]["speedup_vs_fp32"] == 1.0
+    assert rows[("unet", "fp32")]["architecture"]["forward_gflop_per_image"] > 0
     summary = json.loads((prof / "profile.json").read_text())
     assert len(summary["cells"]) == 4 and "## unet | fp32 |" in (prof / "profile.md").read_text()
     for cell in summary["cells"]:

@@ -29,16 +29,18 @@ def perf_table(data: dict | None, title: str) -> list[str]:
     out = [f"## {title}", "", f"device: {data.get('device_name')}; torch {env.get('packages', {}).get('torch')} "
            f"(CUDA {env.get('torch_cuda')}); complete: {data.get('complete')}; settings: "
            f"{json.dumps({k: data['settings'].get(k) for k in ('batch', 'steps', 'method_steps', 'repeats')})}", "",
-           "| method | mode | batch | steps | img/s | img-steps/s | NFE/img | peak MiB | vs fp32 |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| method | mode | batch | steps | img/s | img-steps/s | net TFLOP/s | NFE/img | peak MiB | vs fp32 |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["results"]:
         if r.get("error"):
             out.append(f"| {r['method']} | {r['mode']} | {r.get('batch')} | {r.get('steps')} | ERROR: "
-                       f"{r['error'][:80]} | | | | |")
+                       f"{r['error'][:80]} | | | | | |")
             continue
         sp = f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else "-"
+        gflop = (r.get("architecture") or {}).get("forward_gflop_per_image")
+        tf = f"{r['image_steps_per_s'] * gflop / 1e3:.0f}" if gflop else "-"
         out.append(f"| {r['method']} | {r['mode']} | {r['batch']} | {r['steps']} | {r['images_per_s']:.3f} | "
-                   f"{r['image_steps_per_s']:.1f} | {r['nfe_per_image']} | {r['peak_memory_mb']:.0f} | {sp} |")
+                   f"{r['image_steps_per_s']:.1f} | {tf} | {r['nfe_per_image']} | {r['peak_memory_mb']:.0f} | {sp} |")
     return out + [""]
 
 
@@ -117,6 +119,11 @@ def main() -> int:
                   "the targets below are GPU targets and do not apply to these numbers.", ""]
     lines += targets(adm, ldm, harness)
     lines += perf_table(adm, "ADM-256 methods (bench.perf, random weights, sr4)")
+    ceil = (checks or {}).get("ceilings", {})
+    if ceil.get("bf16_matmul_flop_per_s"):
+        lines += [f"Ceilings measured in this round: bf16 matmul {ceil['bf16_matmul_flop_per_s'] / 1e12:.0f} TFLOP/s, "
+                  f"device copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s (read + write). net TFLOP/s = "
+                  "image-steps/s x the ADM forward's FLOP (flop_counter, meta device).", ""]
     lines += perf_table(ldm, "SRLDM / DDRM-SRLDM (CompVis LDM-SR shapes)")
     lines += profile_lines(prof)
     if harness:
