@@ -395,6 +395,18 @@ def outputs_on(prior):
     return torch.cat([eps, v], dim=1).cpu()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("BENCH_TEST_COMPILE") != "1",
+                    reason="torch.compile (inductor) on CPU takes ~2 min here; set BENCH_TEST_COMPILE=1")
+def test_compile_with_fused_norm_micro_batches_and_graph_mode_matches_eager():
+    """The compiled fast path with the new options (reduce-overhead's CUDA graphs do not apply on CPU)."""
+    ref = outputs(load_prior(model(), "cpu"))
+    p = load_prior(model(compile=True, cpu_compile=True, channels_last=True, fused_norm=True, micro_batch=1,
+                         compile_mode="reduce-overhead"), "cpu")
+    assert p.info["speed"]["compile"] is True and p.info["speed"]["fused_norm"] is True
+    torch.testing.assert_close(outputs(p), ref, rtol=0, atol=1e-5)
+
+
 def test_writer_code_paths_are_warmed_up_before_timing():
     """bench.runner.warm_up_writer imports the writer's heavy modules (torchmetrics et al.) in the main
     thread; lazily imported on the writer thread they held the GIL during the first timed batch (an H100 run

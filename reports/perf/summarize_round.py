@@ -38,7 +38,7 @@ def perf_table(data: dict | None, title: str) -> list[str]:
             continue
         sp = f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else "-"
         gflop = (r.get("architecture") or {}).get("forward_gflop_per_image")
-        tf = f"{r['image_steps_per_s'] * gflop / 1e3:.0f}" if gflop else "-"
+        tf = f"{r['image_steps_per_s'] * gflop / 1e3:.3g}" if gflop else "-"
         out.append(f"| {r['method']} | {r['mode']} | {r['batch']} | {r['steps']} | {r['images_per_s']:.3f} | "
                    f"{r['image_steps_per_s']:.1f} | {tf} | {r['nfe_per_image']} | {r['peak_memory_mb']:.0f} | {sp} |")
     return out + [""]
