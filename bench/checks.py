@@ -78,12 +78,13 @@ def _is_int(v) -> bool:
 
 
 def check_run_options(run: dict) -> None:
-    """``run.batch_size`` >= 1, ``run.num_workers`` >= 0 (integers), ``run.force`` a boolean."""
+    """``run.batch_size`` an integer >= 1 or ``auto``, ``run.num_workers`` >= 0, ``run.force`` a boolean."""
     bs = run.get("batch_size")
-    if not _is_int(bs) or bs < 1:
+    if not (_is_int(bs) and bs >= 1) and bs != "auto":
         raise ConfigError(
-            f"run.batch_size={bs!r} is not allowed: it must be an integer >= 1 (images per restore call; the "
-            "outputs do not depend on it). Fix: e.g. run.batch_size=4 (lower it if memory runs out)."
+            f"run.batch_size={bs!r} is not allowed: it must be an integer >= 1 (images per restore call) or "
+            "auto (the largest batch that fits in free GPU memory, bench/batching.py; 4 on the CPU). Fix: e.g. "
+            "run.batch_size=4 (lower it if memory runs out) or run.batch_size=auto."
         )
     nw = run.get("num_workers")
     if not _is_int(nw) or nw < 0:

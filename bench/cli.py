@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.checks import (ConfigError, RunLog, StorageError, check_dataset_options, check_missing,
                           check_results_root, check_run_options, storage_error)
+from bench.batching import resolve_batch_size
 from bench.data import DatasetError
 from bench.models.assets import AssetError
 from bench.paths import conf_dir
@@ -214,7 +215,7 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
     store, dataset = cell.store, cell.dataset
     ids = [e.id for e in dataset.entries]
     opts = RunOptions(
-        seed=int(cell.c["seed"]), batch_size=int(cell.c["run"]["batch_size"]),
+        seed=int(cell.c["seed"]), batch_size=0,  # resolved once the method is loaded (run.batch_size=auto)
         num_workers=int(cell.c["run"]["num_workers"]), progress=bool(cell.c["run"]["progress"]),
         metrics=cell.metrics, reference_dir=reference_dir(cell.root, cell.c["dataset"]["name"], dataset.image_size, cell.dman["sha256"]),
     )
@@ -242,6 +243,8 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
         if stale:
             runlog.note(f"removed {len(stale)} temp files left by an interrupted run")
     opts.load_seconds = load_method(cell.method, cell.device)  # before the manifest: describe() knows the checkpoint
+    opts.batch_size, opts.batch_rule = resolve_batch_size(cell.c["run"]["batch_size"], cell.method,
+                                                          len(ids) - len(done), cell.device, dataset.image_size or 256)
     if replace:
         runlog.note(f"run.force=true: moved the previous run to {store.move_aside()}")
     store.write_once("config.yaml", OmegaConf.to_yaml(OmegaConf.create(cell.c)))

@@ -39,6 +39,7 @@ class RunOptions:
     reference_dir: Path | None = None
     load_seconds: float = 0.0  # time the caller spent in method.setup (timed separately)
     metrics: PerImageMetrics | None = None  # the stored per-image metrics (default: conf/metrics/default.yaml)
+    batch_rule: dict | None = None  # how batch_size was chosen (bench.batching.resolve_batch_size)
 
 
 @dataclass
@@ -187,6 +188,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
         "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "device_name": device_name(device),
         "batch_size": opts.batch_size,
+        "batch_rule": opts.batch_rule,
         "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
     }
 

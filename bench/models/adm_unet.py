@@ -35,6 +35,7 @@ from bench.models.adm_layers import (
     ResBlock,
     TimestepEmbedSequential,
     Upsample,
+    group_norm_silu,
     normalization,
     timestep_embedding,
     zero_module,
@@ -108,6 +109,7 @@ class ADMUNet(nn.Module):
         self.dtype = torch.float16 if use_fp16 else torch.float32  # upstream attribute
         self.autocast_dtype: torch.dtype | None = torch.float16 if use_fp16 else None
         self._torso_fp16 = False
+        self.fused_norm = False  # see set_fused_norm
 
         emb_dim = 4 * model_channels
         self.time_embed = nn.Sequential(
@@ -188,6 +190,15 @@ class ADMUNet(nn.Module):
             m.float()
         self._torso_fp16 = False
 
+    def set_fused_norm(self, enabled: bool = True) -> None:
+        """Compute every GroupNorm -> (FiLM) -> SiLU pair (residual blocks and the output head) with
+        :func:`~bench.models.adm_layers.group_norm_silu`. Only the forward changes: the modules, hence the
+        state_dict keys of the guided-diffusion checkpoint layout, stay as they are."""
+        self.fused_norm = bool(enabled)
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                m.fused_norm = self.fused_norm
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the network output ``[N, out_channels, H, W]`` for inputs ``x`` at ``timesteps``.
@@ -209,10 +220,15 @@ class ADMUNet(nn.Module):
         if self._torso_fp16:
             h = self._torso(x.half(), emb)
         elif self.autocast_dtype is not None and x.device.type == "cuda":
-            with torch.autocast("cuda", dtype=self.autocast_dtype):
+            # no cast cache while a CUDA graph is being captured (bench/models/cuda_graph.py): the casts are
+            # recorded as kernels either way, and a cached cast must not outlive the capture
+            with torch.autocast("cuda", dtype=self.autocast_dtype,
+                                cache_enabled=not torch.cuda.is_current_stream_capturing()):
                 h = self._torso(x, emb)
         else:
             h = self._torso(x, emb)
+        if self.fused_norm:
+            return self.out[2](group_norm_silu(h.to(x.dtype), self.out[0]))
         return self.out(h.to(x.dtype))
 
     def _torso(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

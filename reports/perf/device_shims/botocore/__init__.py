@@ -1,0 +1,1 @@
+"""Device-only stand-in for botocore (see ../README.md)."""
