@@ -197,8 +197,8 @@ def test_upfront_check_is_cached_by_content_hash_and_hashes_each_file_once(tmp_p
     for i in range(4):
         Image.fromarray(_rgb(32, 32, seed=i)).save(tmp_path / f"{i}.png")
     hashed, decoded = [], []
-    real_hash, real_load = data_mod._file_sha256, check_mod.load_image
-    monkeypatch.setattr(data_mod, "_file_sha256", lambda p: hashed.append(p.name) or real_hash(p))
+    real_hash, real_load = data_mod.sha256_file, check_mod.load_image
+    monkeypatch.setattr(data_mod, "sha256_file", lambda p: hashed.append(p.name) or real_hash(p))
     monkeypatch.setattr(check_mod, "load_image", lambda p: decoded.append(p.name) or real_load(p))
 
     ds = FolderDataset(str(tmp_path), image_size=16, num_shards=2, shard=0)
