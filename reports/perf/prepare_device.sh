@@ -19,7 +19,7 @@ mkdir -p "$(dirname "$EXCL")"
 for p in /.whl/ /.devdata/; do grep -qxF "$p" "$EXCL" 2>/dev/null || echo "$p" >>"$EXCL"; done
 
 WHEELS="diffusers==0.42.1 hydra-core==1.3.8 omegaconf==2.3.1 torch-fidelity==0.4.0 lpips==0.1.4
-pytorch-pretrained-biggan==0.1.1 submitit==1.5.4 hydra-submitit-launcher==1.2.0"
+pytorch-pretrained-biggan==0.1.1 submitit==1.5.4 hydra-submitit-launcher==1.2.0 pypng==0.20220715.0"
 mkdir -p .whl
 # shellcheck disable=SC2086
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
