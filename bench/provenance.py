@@ -11,12 +11,16 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.paths import package_root
+
 PACKAGES = ("torch", "torchvision", "hydra-core", "omegaconf", "torchmetrics", "torch-fidelity",
             "diffusers", "numpy", "pillow", "pandas", "pyarrow", "scikit-image", "safetensors")
 
 
-def git_info(root: Path = REPO_ROOT) -> dict:
+def git_info(root: Path | None = None) -> dict:
+    """Commit and dirty flag of the git tree at ``root`` (default :func:`bench.paths.package_root`)."""
+    root = package_root() if root is None else root
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)

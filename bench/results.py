@@ -50,6 +50,7 @@ import pandas as pd
 
 from bench.imageio import atomic_write_bytes, save_png
 from bench.models.assets import sha256_file  # the one file-hash helper
+from bench.paths import PACKAGE_DIR  # the bench/ package folder (re-exported: the fingerprint's default)
 
 # config keys that do not change outputs: excluded from the run hash. ``None`` drops the whole top-level
 # node; a tuple drops those keys of it.
@@ -67,7 +68,6 @@ NON_SEMANTIC = {
     "task": ("description", "conventions"),  # documentation strings
 }
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 #: modules of ``bench/`` (paths relative to it, fnmatch patterns) that never run while a run makes its
 #: outputs (images, degraded images, rows): the report, verification, training, the perf tool, experiment
 #: trackers, provenance collection, the entry point, the sweep bookkeeping and the up-front value checks.
