@@ -196,6 +196,13 @@ def reference_dir(root: Path, dataset: str, image_size: int | None, dataset_sha2
     return Path(root) / dataset / "_reference" / f"{size}-{dataset_sha256[:8]}"
 
 
+def run_reference_dir(run_dir: Path, manifest: dict) -> Path:
+    """The ground-truth folder of a run directory ``<root>/<dataset>/<task>/<method>/<run>``, from its
+    manifest's ``dataset`` entry (KeyError when the manifest lacks it)."""
+    run_dir, d = Path(run_dir), manifest["dataset"]
+    return reference_dir(run_dir.parents[3], run_dir.parts[-4], d.get("image_size"), str(d["manifest_sha256"]))
+
+
 def _sidecar(ref_png: Path) -> Path:
     return ref_png.with_name(ref_png.name + ".sha256")
 
@@ -252,14 +259,21 @@ def row_files_problem(run_dir: Path, row: dict) -> str | None:
     return None
 
 
+def check_row(run_dir: Path, path: Path) -> tuple[dict | None, str | None]:
+    """:func:`load_row`, then for a readable row :func:`row_files_problem`: ``(row or None, None or why the
+    row is unusable)`` (the row is returned also when its files fail)."""
+    row, problem = load_row(path)
+    if row is not None:
+        problem = row_files_problem(run_dir, row)
+    return row, problem
+
+
 def load_rows(run_dir: Path, check_files: bool = False) -> tuple[list[dict], list[str]]:
     """Every usable row of a run (sorted by file name) and a message per row left out: unreadable, or
     (``check_files``) with a missing / truncated / changed PNG. Nothing is moved (see RunStore.verify)."""
     rows, problems = [], []
     for p in sorted((Path(run_dir) / "rows").glob("*.json")):
-        row, problem = load_row(p)
-        if row is not None and check_files:
-            problem = row_files_problem(run_dir, row)
+        row, problem = check_row(run_dir, p) if check_files else load_row(p)
         if problem is None:
             rows.append(row)
         else:
@@ -298,9 +312,7 @@ class RunStore:
             path = self.row_path(image_id)
             if not path.is_file():
                 continue
-            row, problem = load_row(path)
-            if row is not None:
-                problem = row_files_problem(self.dir, row)
+            _, problem = check_row(self.dir, path)
             if problem is None:
                 good.add(image_id)
                 continue

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.imageio import read_png_u8
-from bench.results import (load_row, read_json, reference_dir, reference_problem, row_files_problem)
+from bench.results import check_row, read_json, reference_problem, run_reference_dir
 
 CHECKED = ("psnr", "ssim", "lpips")
 
@@ -79,9 +79,7 @@ def verify_run(run_dir: Path, atol: float = 1e-6, lpips_atol: float = 1e-4) -> R
     rep = RunReport(Path(run_dir))
     try:
         man = read_json(run_dir / "manifest.json")
-        d = man["dataset"]
-        ref_dir = reference_dir(Path(run_dir).parents[3], Path(run_dir).parts[-4], d.get("image_size"),
-                                str(d["manifest_sha256"]))
+        ref_dir = run_reference_dir(run_dir, man)
         metrics = _metrics_of(man)
     except (OSError, ValueError, KeyError, TypeError) as err:
         rep.problems.append(f"manifest.json is unreadable ({err})")
@@ -89,15 +87,10 @@ def verify_run(run_dir: Path, atol: float = 1e-6, lpips_atol: float = 1e-4) -> R
     lpips_skipped = 0
     rows = {}
     for path in sorted((run_dir / "rows").glob("*.json")):
-        row, problem = load_row(path)
-        if row is None:
-            rep.problems.append(problem)
-            rows[path.stem] = None
-            continue
-        rows[str(row["id"])] = row
-        problem = row_files_problem(run_dir, row)
+        row, problem = check_row(run_dir, path)
+        rows[path.stem] = row  # load_row checked that the row's id is its file's stem
         if problem is not None:
-            rep.problems.append(f"{row['id']}: {problem}")
+            rep.problems.append(problem if row is None else f"{row['id']}: {problem}")
             continue
         rep.images += 1
         if not row.get("reference"):
