@@ -281,10 +281,14 @@ def load_rows(run_dir: Path, check_files: bool = False) -> tuple[list[dict], lis
     return rows, problems
 
 
+def steps_label(steps: int | None) -> str:
+    """``steps<N>``, or ``default`` for a method without a step count: a run directory's prefix."""
+    return f"steps{steps}" if steps is not None else "default"
+
+
 class RunStore:
     def __init__(self, root: Path, dataset: str, task: str, method: str, steps: int | None, chash: str):
-        label = f"steps{steps}" if steps is not None else "default"
-        self.dir = Path(root) / dataset / task / method / f"{label}-{chash}"
+        self.dir = Path(root) / dataset / task / method / f"{steps_label(steps)}-{chash}"
         self.hash = chash
 
     # -------------------------------------------------------------- paths

@@ -33,9 +33,12 @@ def _failed_dir(config: DictConfig) -> Path:
 
 
 def cell_name(config: DictConfig) -> str:
-    """``<method>-<task>-<steps label>[-shard<i>of<n>]``: what a SLURM job of this cell is called."""
+    """``<method>-<task>-<steps label>[-shard<i>of<n>]``: what a SLURM job of this cell is called (the steps
+    label of its run directory, :func:`bench.results.steps_label`)."""
+    from bench.results import steps_label
+
     steps = config.method.get("steps") if "method" in config else None
-    parts = [str(config.method.name), str(config.task.name), f"steps{steps}" if steps is not None else "default"]
+    parts = [str(config.method.name), str(config.task.name), steps_label(steps)]
     shards = int(config.dataset.get("num_shards", 1) or 1)
     if shards > 1:
         parts.append(f"shard{config.dataset.shard}of{shards}")
