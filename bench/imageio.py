@@ -253,14 +253,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_png(img_u8: torch.Tensor, path: str | os.PathLike) -> None:
-    """Atomically save a (3, H, W) uint8 tensor as a lossless PNG."""
+def png_bytes(img_u8: torch.Tensor) -> bytes:
+    """A (3, H, W) uint8 tensor encoded as a lossless PNG (what :func:`save_png` writes)."""
     import io
 
     arr = img_u8.permute(1, 2, 0).cpu().numpy()
     buf = io.BytesIO()
     Image.fromarray(arr, mode="RGB").save(buf, format="PNG", compress_level=1)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(img_u8: torch.Tensor, path: str | os.PathLike) -> None:
+    """Atomically save a (3, H, W) uint8 tensor as a lossless PNG."""
+    atomic_write_bytes(Path(path), png_bytes(img_u8))
 
 
 def read_png_u8(path: str | os.PathLike) -> torch.Tensor:

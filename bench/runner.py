@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from bench import seeding
 from bench.data import ImageDataset, Item
-from bench.imageio import save_png, to_uint8
+from bench.imageio import png_bytes, save_png, to_uint8
 from bench.methods.base import Method
 from bench.metrics.per_image import PerImageMetrics
 from bench.metrics.pixel import psnr_ssim
@@ -120,16 +120,12 @@ def warm_up_writer(metrics: PerImageMetrics | None = None) -> None:
     writer thread that held the GIL while the second batch, the first TIMED one, was launching kernels
     (measured on an H100 when this was torchmetrics: DDRM deblur_gauss on the 8 sample photos reported
     0.34 img/s, 12.9 with this warm-up), so short runs under-reported throughput."""
-    import io
-
-    from PIL import Image
-
     x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)  # >= LPIPS-alex's 31 px minimum
     if metrics is not None:
         metrics.full_reference(x, x)
     else:
         psnr_ssim(x, x)
-    Image.fromarray(x[0].permute(1, 2, 0).numpy()).save(io.BytesIO(), format="PNG")
+    png_bytes(x[0])  # save_png's encoder, without the file
 
 
 def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: RunStore,
