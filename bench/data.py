@@ -43,7 +43,7 @@ from PIL import Image
 
 from bench.data_check import check_image_files, problems_message, usable_cpus
 from bench.models.assets import sha256_file  # the one file-hash helper
-from bench.imageio import IMAGE_SUFFIXES, load_image
+from bench.imageio import IMAGE_SUFFIXES, load_image, to_uint8
 from bench.paths import datasets_dir
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ def check_preprocessing(preprocessing: str) -> str:
 
 def _to_pil_rgb8(img: torch.Tensor) -> Image.Image:
     """float (3, H, W) in [0, 1] -> 8-bit RGB PIL image, ``round(x * 255)`` (exact for 8-bit sources)."""
-    u8 = (img.clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return Image.fromarray(np.ascontiguousarray(u8.permute(1, 2, 0).numpy()), mode="RGB")
+    return Image.fromarray(np.ascontiguousarray(to_uint8(img).permute(1, 2, 0).numpy()), mode="RGB")
 
 
 def _from_u8(arr: np.ndarray) -> torch.Tensor:
