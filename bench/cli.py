@@ -197,16 +197,13 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     except USER_ERRORS as err:
         runlog.note(f"error: {err}", echo=False)
         raise
-    except OSError as err:
-        mapped = storage_error(err, store.dir)
+    except Exception as err:
+        mapped = storage_error(err, store.dir) if isinstance(err, OSError) else None
         if mapped is None:
             runlog.note(f"failed: {''.join(traceback.format_exception(err)).rstrip()}", echo=False)
             raise
         runlog.note(f"error: {mapped}", echo=False)
         raise mapped from None
-    except Exception as err:
-        runlog.note(f"failed: {''.join(traceback.format_exception(err)).rstrip()}", echo=False)
-        raise
     finally:
         runlog.close()
 
