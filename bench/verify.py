@@ -66,21 +66,27 @@ def _close(stored, recomputed: float, atol: float) -> bool:
     return math.isclose(stored, recomputed, rel_tol=0.0, abs_tol=atol) or stored == recomputed
 
 
-def _metrics_of(man: dict):
-    """The run's per-image metric computer (old manifests without a ``config``: the defaults, no LPIPS)."""
+def _metrics_of(man: dict, built: dict | None = None):
+    """The run's per-image metric computer (old manifests without a ``config``: the defaults, no LPIPS);
+    ``built`` holds the ones made already, by configuration (runs of one sweep share one: LPIPS loads once)."""
     from bench.metrics.per_image import MetricsConfig, PerImageMetrics
 
     cfg = (man.get("metrics") or {}).get("config")
-    return PerImageMetrics(MetricsConfig(**cfg) if cfg else MetricsConfig(lpips_net=None), "cpu")
+    config = MetricsConfig(**cfg) if cfg else MetricsConfig(lpips_net=None)
+    built = {} if built is None else built
+    if config not in built:
+        built[config] = PerImageMetrics(config, "cpu")
+    return built[config]
 
 
-def verify_run(run_dir: Path, atol: float = 1e-6, lpips_atol: float = 1e-4) -> RunReport:
-
+def verify_run(run_dir: Path, atol: float = 1e-6, lpips_atol: float = 1e-4,
+               metrics_built: dict | None = None) -> RunReport:
+    """Check one run (module docstring); ``metrics_built`` reuses metric computers across runs."""
     rep = RunReport(Path(run_dir))
     try:
         man = read_json(run_dir / "manifest.json")
         ref_dir = run_reference_dir(run_dir, man)
-        metrics = _metrics_of(man)
+        metrics = _metrics_of(man, metrics_built)
     except (OSError, ValueError, KeyError, TypeError) as err:
         rep.problems.append(f"manifest.json is unreadable ({err})")
         return rep
@@ -153,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
               "that `python -m bench` wrote (run.results_root) or one run directory in it.", file=sys.stderr)
         return 2
     n_problems = n_images = 0
+    built: dict = {}  # metric computers by configuration, shared by the runs
     for run in runs:
-        rep = verify_run(run, a.atol, a.lpips_atol)
+        rep = verify_run(run, a.atol, a.lpips_atol, built)
         n_problems += len(rep.problems)
         n_images += rep.images
         print(f"{'OK  ' if not rep.problems else 'FAIL'} {run} ({rep.images} images verified)")

@@ -257,6 +257,22 @@ def test_resume_verifies_files_redoes_damaged_images_and_verify_reports_them(tmp
     assert verify([str(run)]) == 1 and "coffee: stored psnr=" in capsys.readouterr().out
 
 
+def test_verify_builds_the_metrics_once_for_runs_that_share_them(tmp_path, monkeypatch, capsys):
+    """LPIPS (its backbone, hundreds of MB) is loaded once per verify invocation, not once per run."""
+    import shutil
+
+    import bench.metrics.per_image as per_image
+    from bench.verify import main as verify
+
+    run = _run(tmp_path, "dataset.limit=2")
+    shutil.copytree(run, run.with_name(run.name + "-copy"))  # a second run with the same metrics config
+    built, real = [], per_image.PerImageMetrics
+    monkeypatch.setattr(per_image, "PerImageMetrics", lambda *a, **k: built.append(a) or real(*a, **k))
+    capsys.readouterr()
+    assert verify([str(tmp_path)]) == 0
+    assert "2 run(s), 4 image(s) verified, 0 problem(s)" in capsys.readouterr().out and len(built) == 1
+
+
 # ----------------------------------------------------------------------------- bad values, before any directory
 @pytest.mark.parametrize("overrides, expect", [
     (("task=denoise", "task.sigma=nan"), "task.sigma=nan must be a number >= 0 and <= 1, not NaN"),
