@@ -150,13 +150,11 @@ class DDNM(PriorMethod):
         super().__init__(model)
         if plus:
             self.name = "ddnm_plus"
-        self.steps = check_steps(self.name, steps, fix="steps=100 (official T_sampling)")
+        self.steps = check_steps(self.name, steps, fix="steps=100 (official T_sampling)",
+                                 maximum=self.train_steps)
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0.85 (official)")
         self.travel_length = check_steps(self.name, travel_length, fix="method.travel_length=1 (no travel)")
         self.travel_repeat = check_steps(self.name, travel_repeat, fix="method.travel_repeat=1 (no travel)")
-        if self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} training "
-                             f"steps. Fix: steps<={self.train_steps}")
         if self.travel_length >= self.steps and self.travel_repeat > 1:
             raise ValueError(f"{self.name}: travel_length={self.travel_length} must be < steps={self.steps} "
                              "for time travel to happen. Fix: method.travel_length=10 (hq_demo) or 1")

@@ -125,15 +125,13 @@ class DiffPIR(PriorMethod):
     def __init__(self, model: dict, steps: int | None = None, lambda_: float | None = None,
                  zeta: float | None = None, eta: float = 0.0, official_last_step: bool = False):
         super().__init__(model)
-        self.steps = check_steps(self.name, steps, 2, allow_none=True, fix="steps=100 or null")
+        self.steps = check_steps(self.name, steps, 2, allow_none=True, fix="steps=100 or null",
+                                 maximum=self.train_steps)
         self.lam = check_number(self.name, "lambda_", lambda_, 0.0, low_open=True, allow_none=True,
                                 fix="method.lambda_=7 (official deblur)")
         self.zeta = check_number(self.name, "zeta", zeta, 0.0, 1.0, allow_none=True, fix="method.zeta=0.3")
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0 (official)")
         self.official_last_step = bool(official_last_step)
-        if self.steps is not None and self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} steps. "
-                             f"Fix: steps<={self.train_steps}")
         self.abar_padded: Tensor | None = None
         self.last_params: dict | None = None
 

@@ -118,10 +118,7 @@ class PiGDM(PriorMethod):
     def __init__(self, model: dict, steps: int = 100, eta: float = 1.0, grad_term_weight: float = 1.0,
                  awd: bool = True, noisy_form: bool = True):
         super().__init__(model)
-        self.steps = check_steps(self.name, steps, fix="steps=100")
-        if self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} steps. "
-                             f"Fix: steps<={self.train_steps}")
+        self.steps = check_steps(self.name, steps, fix="steps=100", maximum=self.train_steps)
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=1.0 (NVIDIA's scripts)")
         self.weight = check_number(self.name, "grad_term_weight", grad_term_weight, 0.0,
                                    fix="method.grad_term_weight=1.0")

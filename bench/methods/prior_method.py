@@ -42,13 +42,18 @@ def check_number(method: str, key: str, value, low: float, high: float = math.in
     return float(value)
 
 
-def check_steps(method: str, steps, minimum: int = 1, *, allow_none: bool = False, fix: str) -> int | None:
+def check_steps(method: str, steps, minimum: int = 1, *, allow_none: bool = False, fix: str,
+                maximum: int | None = None) -> int | None:
+    """``steps`` as an int >= minimum (and <= ``maximum``, the prior's training steps T, when given)."""
     if steps is None and allow_none:
         return None
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < minimum:
         none = " or null (the official per-task count)" if allow_none else ""
         raise ValueError(f"{method}: steps={steps!r} is invalid: it must be an integer >= {minimum}{none}. "
                          f"Fix: {fix}")
+    if maximum is not None and steps > maximum:
+        raise ValueError(f"{method}: steps={steps} exceeds the prior's {maximum} training steps. "
+                         f"Fix: steps<={maximum}")
     return int(steps)
 
 
