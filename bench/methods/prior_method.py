@@ -1,11 +1,11 @@
-"""What DPS, DDNM(+), PiGDM, DiffPIR and RED-diff share: a pixel-space diffusion prior, the [0, 1] ->
+"""What DDRM, DPS, DDNM(+), PiGDM, DiffPIR and RED-diff share: a pixel-space diffusion prior, the [0, 1] ->
 [-1, 1] measurement conversion, per-task defaults and validation helpers.
 
 :class:`PriorMethod` is a thin :class:`~bench.methods.base.Method` that loads ``conf/model/<name>.yaml``
 (any ``kind`` of :func:`bench.models.prior.load_prior`: the ADM UNet or a diffusers ``UNet2DModel``) in
 :meth:`setup`, or takes an already built prior through :meth:`use_prior` (tests: analytic Gaussian eps).
 
-Units (as :mod:`bench.methods.ddrm`): the task gives ``y = A x + sigma z`` with x in [0, 1]; with
+Units (official DDRM doubles ``--sigma_0`` for the same reason): the task gives ``y = A x + sigma z`` with x in [0, 1]; with
 ``x_pm = 2x - 1`` that is ``y_pm = 2y - A(1) = A x_pm + 2 sigma z``, so every sampler here sees
 ``y_pm`` and ``sigma_y = 2 sigma`` in [-1, 1] units (:meth:`PriorMethod.measurement`), converted once.
 """
