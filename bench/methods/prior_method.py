@@ -64,6 +64,14 @@ def check_choice(method: str, key: str, value, choices) -> str:
     return value
 
 
+def measurement_pm(y: Tensor, degradation: Degradation, device: torch.device) -> tuple[Tensor, float]:
+    """``(y_pm, sigma_y)`` = ``(2 y - A(1), 2 sigma)``: a [0, 1] measurement (flattened, float32, on ``device``)
+    in [-1, 1] units and its noise std there (module docstring). Also used by the latent DDRM-SRLDM."""
+    op = degradation.operator
+    y = y.to(device, torch.float32).reshape(y.shape[0], -1)
+    return 2 * y - op.A(torch.ones(1, op.N, device=device)), 2.0 * float(degradation.sigma)
+
+
 class PriorMethod(Method):
     """A method on a pixel-space diffusion prior (``model: ${model}`` in its YAML); linear tasks only."""
 
@@ -114,9 +122,7 @@ class PriorMethod(Method):
             self._warned_size = True
             log.warning("%s: images are %d px but prior %s was trained at %d px", self.name, op.size,
                         self.prior.info.get("model"), self.prior.image_size)
-        y = y.to(self.device, torch.float32).reshape(y.shape[0], -1)
-        y_pm = 2 * y - op.A(torch.ones(1, op.N, device=self.device))
-        return y_pm, 2.0 * float(degradation.sigma)
+        return measurement_pm(y, degradation, self.device)
 
     @staticmethod
     def to_image(x_pm: Tensor) -> Tensor:
