@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps
 from bench.operators import Denoising, Inpainting
@@ -124,7 +124,7 @@ def ddnm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Ten
             a_t, a_s = abar[t + 1], abar[t_next + 1]
             eps = eps_fn(x, t)
             nfe += 1
-            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # eq. 12
+            x0 = eps_to_x0(x, eps, a_t)  # eq. 12
             a, sigma_s = a_s.sqrt(), (1 - a_s).sqrt()
             lam, d1, d2 = ddnm_coefficients(s, observed, s_safe, a, sigma_s, sigma_y, eta)
             x0bar = operator.Vt(x0.reshape(B, -1))

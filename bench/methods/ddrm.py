@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod, timesteps
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod, timesteps
 from bench.methods.prior_method import PriorMethod
 from bench.operators import SpectralOperator
 from bench.tasks import Degradation
@@ -104,7 +104,7 @@ def ddrm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Ten
         a_t, a_next = abar[t + 1], abar[t_next + 1]
         sig_next = sigma(a_next)
         eps = eps_fn(x, torch.full((B,), t, device=dev, dtype=torch.long))
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        x0 = eps_to_x0(x, eps, a_t)
         x0bar, epsbar = operator.Vt(x0.reshape(B, -1)), operator.Vt(eps.reshape(B, -1))
         z = noise()
         # (a) missing

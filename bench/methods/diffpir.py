@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod, x0_to_eps
 from bench.methods.baselines import Bicubic
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps, per_task
@@ -103,13 +103,13 @@ def diffpir_sample(eps_fn, operator, y_pm: Tensor, sigma: float, abar_padded: Te
         a_t = abar[t + 1]
         eps = eps_fn(x, t)
         nfe += 1
-        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)  # (6a), clip_denoised
+        x0 = eps_to_x0(x, eps, a_t).clamp(-1, 1)  # (6a), clip_denoised
         rho = lam * sigma**2 * a_t / (1 - a_t)  # lambda sigma^2 / sigma_bar_t^2
         x0 = proximal_step(operator, x0.reshape(B, -1), u, s, observed, rho).reshape(shape)  # (6b), g = 1
         if last:
             return x0, nfe
         a_s = abar[seq[k + 1] + 1]
-        eps_hat = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # (6c): eps from the corrected x0
+        eps_hat = x0_to_eps(x, x0, a_t)  # (6c): eps from the corrected x0
         s_eta = eta * (1 - a_s).sqrt() / (1 - a_t).sqrt() * beta[t].sqrt()
         x = (a_s.sqrt() * x0 + (1 - zeta) ** 0.5 * ((1 - a_s - s_eta**2).clamp_min(0).sqrt() * eps_hat
                                                      + s_eta * noise())
