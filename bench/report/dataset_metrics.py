@@ -30,7 +30,6 @@ tallies the expensive work done in this process (tests use it to prove the cache
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -42,6 +41,7 @@ import torch
 
 from bench.imageio import atomic_write_bytes, read_png_u8
 from bench.metrics import MetricUnavailable
+from bench.metrics.fid import save_npz
 from bench.report.aggregate import Run
 
 FID_VERSION = ("fid:torch-fidelity-inception-v3-compat,pool3-2048,uint8-png,"
@@ -153,12 +153,6 @@ def _features(extractor, paths: list[Path], chunk: int = 16) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 2048))
 
 
-def _write_npz(path: Path, arrays: dict) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def cached_features(npz: Path, ids: list[str], folder: Path, extractor) -> np.ndarray:
     """Features of ``folder/<id>.png`` for ``ids`` (in that order), cached per image in ``npz`` under the
     extractor's sha256 (``<sha16>_ids``, ``<sha16>_features``): only ids not yet there are computed."""
@@ -175,7 +169,7 @@ def cached_features(npz: Path, ids: list[str], folder: Path, extractor) -> np.nd
         keys = sorted(have)
         arrays[f"{tag}_ids"] = np.array(keys, dtype=str)
         arrays[f"{tag}_features"] = np.stack([have[i] for i in keys])
-        _write_npz(npz, arrays)
+        save_npz(npz, arrays)
     return np.stack([have[i] for i in ids])
 
 
