@@ -63,10 +63,6 @@ COUNTS: Counter = Counter()  # inception_images, reference_stats, loe_runs, niqe
 NIQE_HINT = "pass --niqe-params (BasicSR's niqe_pris_params.npz)"
 
 
-def _one_line(text: str) -> str:
-    return short_reason(text)
-
-
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -294,7 +290,7 @@ def niqe_pi_entries(run: Run, res: Resources) -> dict:
                 ma = float(ma_score(read_png_u8(p)[None].float() / 255, res.nrqm_weights, crop_border=crop)[0])
                 per[i] = 0.5 * ((10 - ma) + out["niqe"]["per_image"][i])
         except MetricUnavailable as err:
-            out["pi"] = {"na": _one_line(f"PI needs Ma: {err.reason}")}
+            out["pi"] = {"na": short_reason(f"PI needs Ma: {err.reason}")}
         else:
             COUNTS["pi_runs"] += 1
             out["pi"] = {"key": pkey, "version": PI_VERSION, "per_image": per}
