@@ -270,10 +270,11 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
         vq.train()
         with autocast():
             loss, z, idx = vq_loss(vq, x, cfg)
-        st["vq_unused"][idx.unique().cpu()] = False
+        unused = st["vq_unused"] = st["vq_unused"].to(device)  # kept on the device: no host sync per step
+        unused[idx] = False
         if cfg.restart_every and (s + 1) % cfg.restart_every == 0:
-            st["vq_restarts"].append(restart_codes(codebook.data, z, st["vq_unused"], g))
-            st["vq_unused"] = torch.ones(n_codes, dtype=torch.bool)
+            st["vq_restarts"].append(restart_codes(codebook.data, z, unused, g))
+            st["vq_unused"] = torch.ones(n_codes, dtype=torch.bool, device=device)
         optimise(loss, vq_params, vq_opt, cfg.vq_lr, s, vq_warmup)
         return loss.detach()
 
