@@ -27,12 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.imageio import atomic_write_bytes
-from bench.metrics.pixel import psnr_for_mean
-from bench.results import RunStore, read_json, reference_dir, timing_summary
+from bench.report.aggregate import ROW_METRICS, row_values
+from bench.results import RunStore, read_json, reference_dir, timing_summary, write_json
 
 STATE = "wandb.json"
-MEAN_KEYS = ("psnr", "ssim", "lpips", "consistency", "consistency_psnr", "consistency_gdp")
 TABLE_KEYS = ("psnr", "ssim", "lpips", "consistency", "consistency_gdp", "nfe")
 
 
@@ -40,14 +38,10 @@ def run_summary(store: RunStore) -> dict:
     """Mean per-image metrics and pooled throughput of a run (what the CLI prints)."""
     df = store.rows()
     out: dict = {"images": int(len(df))}
-    for col in MEAN_KEYS:
-        if len(df) and col in df and df[col].notna().any():
-            vals = pd.to_numeric(df[col], errors="coerce").astype("float64").tolist()
-            if col == "psnr":
-                vals = psnr_for_mean(vals)
-            vals = [v for v in vals if math.isfinite(v)]
-            if vals and len(vals) == len(df):  # never a mean over part of the images
-                out[col] = float(sum(vals) / len(vals))
+    for col in ROW_METRICS:
+        vals = list(row_values(df, col).values())  # finite, PSNR capped: the report's rule
+        if vals and len(vals) == len(df):  # never a mean over part of the images
+            out[col] = float(sum(vals) / len(vals))
     timings = store.timings()
     if timings:
         pooled = timing_summary(timings)  # the same pooling the report uses
@@ -138,7 +132,7 @@ def log_wandb(store: RunStore, config: dict, results_root: Path, *, project: str
     run_dir = run.dir
     run.finish()
     state = {"run_id": run_id, "project": project, "logged_ids": sorted(logged | set(new)), "dataset_metrics": dm_key}
-    atomic_write_bytes(state_path, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
+    write_json(state_path, state)
     print(f"[bench] W&B: logged {len(new)} new images and {len(dm)} dataset-level metrics of {name} "
           f"to run {run_id}")
     return run_dir

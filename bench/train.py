@@ -59,6 +59,14 @@ def repo_path(p: str | os.PathLike) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
+def repo_relative(p: Path) -> Path:
+    """``p`` resolved, relative to the repo root when it lies inside it (what model cards and configs record)."""
+    try:
+        return Path(p).resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        return Path(p).resolve()
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -233,6 +241,11 @@ def save_fp16_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: 
     return sha256_file(path)
 
 
+def final_mean(losses: list[float], n: int = 100) -> float:
+    """Mean of the last ``n`` losses (0.0 for none): the model cards' "final loss"."""
+    return sum(losses[-n:]) / max(1, len(losses[-n:]))
+
+
 def window_means(losses: list[float], n: int = 20) -> list[tuple[int, int, float]]:
     """(first step, last step, mean loss) over ``n`` equal windows of the loss curve (1-based steps)."""
     size = max(1, math.ceil(len(losses) / n))
@@ -390,13 +403,9 @@ def export_adm(cfg: ADMTrainConfig, ema_net: torch.nn.Module, *, step: int, loss
             "format": "bench.models.adm_unet.create_model(**arch) state dict, EMA weights, fp16"}
     sha = save_fp16_safetensors(ema_net.state_dict(), weights, meta)
     plot_losses(losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: DDPM eps loss")
-    try:
-        rel = weights.resolve().relative_to(REPO_ROOT)
-    except ValueError:
-        rel = weights.resolve()
-    final = sum(losses[-100:]) / max(1, len(losses[-100:]))
+    rel = repo_relative(weights)
     info = {"name": cfg.name, "weights": str(rel), "sha256": sha, "parameters": n_params, "steps": step,
-            "wall_s": round(wall_s, 1), "device": device_name(device), "final_loss": final,
+            "wall_s": round(wall_s, 1), "device": device_name(device), "final_loss": final_mean(losses),
             "bytes": weights.stat().st_size}
     write_model_conf(cfg, rel, sha, n_params, step, info["device"])
     (out / f"{cfg.name}.md").write_text(adm_card(cfg, info, losses, data_sha, n_images))

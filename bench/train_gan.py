@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,9 @@ from torch import nn
 from bench.diffaugment import check_policy, diff_augment
 from bench.models.biggan_train import (Discriminator, generate, latents, random_generator_like, resized_images,
                                        standing_stats, stats_indices, trainable_biggan)
-from bench.train import (EMA, atomic_torch_save, device_name, load_checkpoint, load_images, loss_table, pick_device,
-                         random_crops, repo_path, save_fp16_safetensors, step_generator, train_loop, window_means)
+from bench.train import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, loss_table,
+                         pick_device, random_crops, repo_path, repo_relative, save_fp16_safetensors, step_generator,
+                         train_loop, warmup_lr, window_means)
 
 __all__ = ["GANTrainConfig", "train_gan", "trainable_biggan", "Discriminator", "generate", "latents",
            "random_generator_like", "resized_images", "standing_stats", "stats_indices"]
@@ -160,14 +162,10 @@ def train_gan(cfg: GANTrainConfig) -> dict:
     t_start = time.perf_counter()
     z_dim = int(cfg.generator["z_dim"])
 
-    def lr_at(lr: float, s: int) -> float:
-        return lr * min(1.0, (s + 1) / max(1, cfg.warmup))
-
     def step_fn(s: int) -> torch.Tensor:
         g = step_generator(cfg.seed, s)
         for opt, lr in ((opt_d, cfg.lr_d), (opt_g, cfg.lr_g)):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(lr, s)
+            warmup_lr(opt, lr, cfg.warmup, s)
         G.train()
         D.train()
         # D step: hinge on augmented real and fake images
@@ -206,11 +204,12 @@ def train_gan(cfg: GANTrainConfig) -> dict:
         return loss_d.detach()
 
     def save(s: int) -> None:
-        g_losses.extend(torch.stack(g_pending).cpu().tolist() if g_pending else [])
+        new_g = torch.stack(g_pending).cpu().tolist() if g_pending else []
+        g_losses.extend(new_g)
         rec_losses.extend(torch.stack(rec_pending).cpu().tolist() if rec_pending else [])
         g_pending.clear()
         rec_pending.clear()
-        if not all(map(lambda v: v == v and abs(v) != float("inf"), g_losses[-200:])):
+        if not all(map(math.isfinite, new_g)):  # every G loss since the last checkpoint (earlier ones were checked)
             raise FloatingPointError(f"{cfg.name}: generator loss is not finite before step {s}; lower lr_g")
         atomic_torch_save({"identity": identity, "step": s, "G": G.state_dict(), "D": D.state_dict(),
                            "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
@@ -281,16 +280,12 @@ def export_gan(cfg: GANTrainConfig, G: nn.Module, *, step: int, d_losses: list[f
     sha = save_fp16_safetensors(G.state_dict(), weights, meta)
     plot_gan_losses(d_losses, g_losses, rec_losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: losses")
     sample_grid(G, real, out / f"{cfg.name}_samples.png", cfg.seed)
-    try:
-        rel = weights.resolve().relative_to(repo_path("."))
-    except ValueError:
-        rel = weights.resolve()
+    rel = repo_relative(weights)
     n_params = sum(p.numel() for p in G.parameters())
     info = {"name": cfg.name, "weights": str(rel), "sha256": sha, "parameters": n_params, "steps": step,
             "wall_s": round(wall_s, 1), "device": device_name(device), "bytes": weights.stat().st_size,
-            "final_d_loss": sum(d_losses[-100:]) / max(1, len(d_losses[-100:])),
-            "final_g_loss": sum(g_losses[-100:]) / max(1, len(g_losses[-100:]))}
-    info["final_rec_loss"] = sum(rec_losses[-100:]) / len(rec_losses[-100:]) if rec_losses else None
+            "final_d_loss": final_mean(d_losses), "final_g_loss": final_mean(g_losses),
+            "final_rec_loss": final_mean(rec_losses) if rec_losses else None}
     (out / f"{cfg.name}.md").write_text(gan_card(cfg, info, d_losses, g_losses, rec_losses, data_sha, n_images))
     log.info("wrote %s (%d parameters, sha256 %s)", weights, n_params, sha)
     return info

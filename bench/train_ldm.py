@@ -52,8 +52,9 @@ import torch.nn.functional as F
 
 from bench.diffusion import alphas_cumprod, make_betas
 from bench.models.assets import sha256_file
-from bench.train import (EMA, atomic_torch_save, device_name, load_checkpoint, load_images, loss_table,
-                         pick_device, plot_losses, random_crops, repo_path, step_generator, train_loop, warmup_lr)
+from bench.train import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, loss_table,
+                         pick_device, plot_losses, random_crops, repo_path, repo_relative, step_generator, train_loop,
+                         warmup_lr)
 
 log = logging.getLogger("bench.train")
 
@@ -269,10 +270,11 @@ def train_ldm_sr(cfg: LDMTrainConfig) -> dict:
         vq.train()
         with autocast():
             loss, z, idx = vq_loss(vq, x, cfg)
-        st["vq_unused"][idx.unique().cpu()] = False
+        unused = st["vq_unused"] = st["vq_unused"].to(device)  # kept on the device: no host sync per step
+        unused[idx] = False
         if cfg.restart_every and (s + 1) % cfg.restart_every == 0:
-            st["vq_restarts"].append(restart_codes(codebook.data, z, st["vq_unused"], g))
-            st["vq_unused"] = torch.ones(n_codes, dtype=torch.bool)
+            st["vq_restarts"].append(restart_codes(codebook.data, z, unused, g))
+            st["vq_unused"] = torch.ones(n_codes, dtype=torch.bool, device=device)
         optimise(loss, vq_params, vq_opt, cfg.vq_lr, s, vq_warmup)
         return loss.detach()
 
@@ -373,19 +375,12 @@ def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, devic
     unet_trained = bool(st["unet_losses"])
     if unet_trained:  # a UNet exported unchanged from unet_init keeps its own (earlier) curve
         plot_losses(st["unet_losses"], pri / f"{cfg.name}_unet_loss.png", f"{cfg.name} stage 2: latent eps loss")
-    try:
-        rel = out.resolve().relative_to(repo_path("."))
-    except ValueError:
-        rel = out.resolve()
-
-    def final(xs):
-        return sum(xs[-100:]) / max(1, len(xs[-100:]))
-
+    rel = repo_relative(out)
     info = {"name": cfg.name, "dir": str(rel), "sha256": shas, "vq_steps": st["vq_step"],
             "unet_steps": st["unet_step"], "vq_parameters": sum(p.numel() for p in vq.parameters()),
             "unet_parameters": sum(p.numel() for p in unet_ema.parameters()), "wall_s": round(wall_s, 1),
-            "device": device_name(device), "final_vq_loss": final(st["vq_losses"]),
-            "final_unet_loss": final(st["unet_losses"]), "latent_std": latent_std, **quality}
+            "device": device_name(device), "final_vq_loss": final_mean(st["vq_losses"]),
+            "final_unet_loss": final_mean(st["unet_losses"]), "latent_std": latent_std, **quality}
     ps = quality["heldout_psnr"]
     files = "\n".join(f"| `{k}` | `{v}` |" for k, v in shas.items())
     if unet_trained:

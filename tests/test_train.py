@@ -11,6 +11,13 @@ from bench.train import CONF_DIR, ADMTrainConfig, ddpm_loss, random_crops, step_
 
 TINY_ARCH = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
                  num_head_channels=32, learn_sigma=False, use_scale_shift_norm=True)
+#: a tiny diffusers VQModel (32 px -> 8x8 latents) and the latent SR UNet on it (bench/train_ldm.py)
+TINY_VQ = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+               up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[8, 16, 16], layers_per_block=1,
+               latent_channels=3, num_vq_embeddings=32, vq_embed_dim=3, norm_num_groups=4, sample_size=32)
+TINY_UNET = dict(sample_size=8, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=[16, 32],
+                 down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+                 norm_num_groups=8, attention_head_dim=8)
 
 
 @pytest.fixture(scope="module")
@@ -137,17 +144,11 @@ def test_ldm_sr_trains_resumes_and_loads_with_diffusers(tmp_path, images):
     from bench.models.ldm import load_ldm_sr
     from bench.train_ldm import LDMTrainConfig
 
-    vq = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
-              up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[8, 16, 16], layers_per_block=1,
-              latent_channels=3, num_vq_embeddings=32, vq_embed_dim=3, norm_num_groups=4, sample_size=32)
-    unet = dict(sample_size=8, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=[16, 32],
-                down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-                norm_num_groups=8, attention_head_dim=8)
-
     def cfg(**kw):
-        return LDMTrainConfig(**{**dict(vq=vq, unet=unet, data_root=str(images), crop=32, vq_steps=2, unet_steps=2,
-                                        batch_size=2, warmup=1, ckpt_dir=str(tmp_path / "ckpt"), ckpt_every=1,
-                                        priors_dir=str(tmp_path / "priors"), progress=False, device="cpu"), **kw})
+        return LDMTrainConfig(**{**dict(vq=TINY_VQ, unet=TINY_UNET, data_root=str(images), crop=32, vq_steps=2,
+                                        unet_steps=2, batch_size=2, warmup=1, ckpt_dir=str(tmp_path / "ckpt"),
+                                        ckpt_every=1, priors_dir=str(tmp_path / "priors"), progress=False,
+                                        device="cpu"), **kw})
 
     cfg(unet_steps=1).train()
     info = cfg().train()  # resumes: stage 1 done, stage 2 from step 1
@@ -211,13 +212,7 @@ def test_ldm_codebook_care_and_decoder_only_fine_tuning(tmp_path, images):
     assert tuple(codebook[0].tolist()) in vectors and tuple(codebook[2].tolist()) in vectors
     assert codebook[1].abs().sum() == 0
 
-    vq = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
-              up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[8, 16, 16], layers_per_block=1,
-              latent_channels=3, num_vq_embeddings=32, vq_embed_dim=3, norm_num_groups=4, sample_size=32)
-    unet = dict(sample_size=8, in_channels=6, out_channels=3, layers_per_block=1, block_out_channels=[16, 32],
-                down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-                norm_num_groups=8, attention_head_dim=8)
-    base = dict(vq=vq, unet=unet, data_root=str(images), crop=32, batch_size=2, warmup=1, progress=False,
+    base = dict(vq=TINY_VQ, unet=TINY_UNET, data_root=str(images), crop=32, batch_size=2, warmup=1, progress=False,
                 device="cpu", ckpt_every=0)
     LDMTrainConfig(**base, vq_steps=1, unet_steps=1, ckpt_dir=str(tmp_path / "c0"),
                    priors_dir=str(tmp_path / "p0")).train()

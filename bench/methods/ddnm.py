@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps
 from bench.operators import Denoising, Inpainting
@@ -124,7 +124,7 @@ def ddnm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Ten
             a_t, a_s = abar[t + 1], abar[t_next + 1]
             eps = eps_fn(x, t)
             nfe += 1
-            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()  # eq. 12
+            x0 = eps_to_x0(x, eps, a_t)  # eq. 12
             a, sigma_s = a_s.sqrt(), (1 - a_s).sqrt()
             lam, d1, d2 = ddnm_coefficients(s, observed, s_safe, a, sigma_s, sigma_y, eta)
             x0bar = operator.Vt(x0.reshape(B, -1))
@@ -150,13 +150,11 @@ class DDNM(PriorMethod):
         super().__init__(model)
         if plus:
             self.name = "ddnm_plus"
-        self.steps = check_steps(self.name, steps, fix="steps=100 (official T_sampling)")
+        self.steps = check_steps(self.name, steps, fix="steps=100 (official T_sampling)",
+                                 maximum=self.train_steps)
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0.85 (official)")
         self.travel_length = check_steps(self.name, travel_length, fix="method.travel_length=1 (no travel)")
         self.travel_repeat = check_steps(self.name, travel_repeat, fix="method.travel_repeat=1 (no travel)")
-        if self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} training "
-                             f"steps. Fix: steps<={self.train_steps}")
         if self.travel_length >= self.steps and self.travel_repeat > 1:
             raise ValueError(f"{self.name}: travel_length={self.travel_length} must be < steps={self.steps} "
                              "for time travel to happen. Fix: method.travel_length=10 (hq_demo) or 1")

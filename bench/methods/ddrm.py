@@ -50,19 +50,14 @@ with 20 steps, eta = 0.85, eta_b = 1 (sampler moments match that recursion withi
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod, timesteps
-from bench.methods.base import Method
-from bench.models.prior import DiffusionPrior, load_prior, to_plain
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod, timesteps
+from bench.methods.prior_method import PriorMethod
 from bench.operators import SpectralOperator
 from bench.tasks import Degradation
-
-log = logging.getLogger(__name__)
 
 
 def _spectral_setup(operator, y_pm: Tensor):
@@ -109,7 +104,7 @@ def ddrm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Ten
         a_t, a_next = abar[t + 1], abar[t_next + 1]
         sig_next = sigma(a_next)
         eps = eps_fn(x, torch.full((B,), t, device=dev, dtype=torch.long))
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        x0 = eps_to_x0(x, eps, a_t)
         x0bar, epsbar = operator.Vt(x0.reshape(B, -1)), operator.Vt(eps.reshape(B, -1))
         z = noise()
         # (a) missing
@@ -126,57 +121,40 @@ def ddrm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Ten
     return x
 
 
-class DDRM(Method):
+class DDRM(PriorMethod):
     """DDRM with a guided-diffusion prior (``conf/method/ddrm.yaml``; defaults as the official CLI:
-    20 uniform steps, eta = 0.85, eta_b = 1)."""
+    20 uniform steps, eta = 0.85, eta_b = 1). Prior loading, the [0, 1] -> [-1, 1] measurement
+    (``sigma_y = 2 sigma``, as official DDRM doubles ``--sigma_0``) and the output conversion are
+    :class:`~bench.methods.prior_method.PriorMethod`'s."""
 
     name = "ddrm"
-    requires_linear = True
 
     def __init__(self, model: dict, steps: int = 20, eta: float = 0.85, eta_b: float = 1.0,
                  schedule: str = "uniform"):
-        super().__init__()
-        self.model = to_plain(model)  # Hydra passes a DictConfig; keep plain data
+        super().__init__(model)
         for key, val in (("eta", eta), ("eta_b", eta_b)):
             if not isinstance(val, (int, float)) or not 0.0 <= val <= 1.0:
                 raise ValueError(f"ddrm: {key}={val!r} must be a number in [0, 1]. Fix: method.{key}=0.85")
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"ddrm: steps={steps!r} must be a positive integer. Fix: steps=20")
         self.steps, self.eta, self.eta_b, self.schedule = steps, float(eta), float(eta_b), schedule
-        T = int(self.model["diffusion"]["steps"])
-        self.seq = timesteps(steps, T, schedule)  # validates steps / schedule now, not mid-sweep
-        self.prior: DiffusionPrior | None = None
+        self.seq = timesteps(steps, self.train_steps, schedule)  # validates steps / schedule now, not mid-sweep
         self.abar_padded: Tensor | None = None
-        self._warned = False
 
-    def setup(self, device: torch.device) -> None:
-        super().setup(device)
-        self.prior = load_prior(self.model, device)
+    def _prepared(self) -> None:
         # official DDRM casts the float64 betas to float32 before the cumprod (runners/diffusion.py)
         self.abar_padded = padded_alphas_cumprod(self.prior.betas.float())
 
     def restore(self, y: Tensor, degradation: Degradation, generators) -> Tensor:
-        if self.prior is None:
-            self.setup(self.device)
-        op = degradation.operator
-        if op.size != self.prior.image_size and not self._warned:
-            self._warned = True
-            log.warning("ddrm: images are %d px but prior %s was trained at %d px", op.size,
-                        self.prior.info["model"], self.prior.image_size)
+        self._require_prior()
         with torch.no_grad():
-            y = y.to(self.device, torch.float32).reshape(y.shape[0], -1)
-            # [0, 1] -> [-1, 1]: x_pm = 2x - 1, hence y_pm = 2y - A(1) = A(2x - 1) + 2 sigma z and
-            # sigma_y = 2 sigma (official DDRM doubles --sigma_0 for the same reason)
-            y_pm = 2 * y - op.A(torch.ones(1, op.N, device=self.device))
-            x0 = ddrm_sample(self.prior.eps, op, y_pm, 2 * degradation.sigma, self.abar_padded, self.seq,
+            y_pm, sigma_y = self.measurement(y, degradation)
+            x0 = ddrm_sample(self.prior.eps, degradation.operator, y_pm, sigma_y, self.abar_padded, self.seq,
                              self.eta, self.eta_b, generators)
         self.last_nfe = len(self.seq)
-        return ((x0.clamp(-1, 1) + 1) / 2).to(torch.float32)
+        return self.to_image(x0)
 
     def describe(self) -> dict:
-        model = self.prior.info if self.prior is not None else {
-            "model": self.model.get("name"), "asset": self.model.get("asset"),
-            "init_seed": self.model.get("init_seed")}
         return {"name": self.name, "steps": self.steps, "schedule": self.schedule, "nfe": len(self.seq),
-                "timesteps": list(self.seq), "eta": self.eta, "eta_b": self.eta_b, "model": model,
+                "timesteps": list(self.seq), "eta": self.eta, "eta_b": self.eta_b, "model": self.model_info(),
                 "sigma_y_units": "[-1, 1] (2 x task sigma)"}

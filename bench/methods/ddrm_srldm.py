@@ -89,6 +89,7 @@ from torch import Tensor
 from bench.diffusion import timesteps
 from bench.methods.base import Method
 from bench.methods.ddrm import ddrm_sample
+from bench.methods.prior_method import PriorMethod, measurement_pm
 from bench.methods.srldm import SRLDM
 from bench.tasks import Degradation
 
@@ -201,12 +202,11 @@ class DDRMSRLDM(Method):
             c = lr.clamp(0, 1) * 2 - 1
             eps_fn = make_eps_fn(self.ldm.unet, self.ldm.vqvae, c, self.abar_padded, self.seq, self.strategy,
                                  self.ldm.unet_multiple)
-            # [0, 1] -> [-1, 1] exactly as DDRM.restore: y_pm = 2y - A(1), sigma_y = 2 sigma
-            y_pm = 2 * y - op.A(torch.ones(1, op.N, device=self.device))
-            x0 = ddrm_sample(eps_fn, op, y_pm, 2 * degradation.sigma, self.abar_padded, self.seq,
-                             self.eta, self.eta_b, generators)
+            y_pm, sigma_y = measurement_pm(y, degradation, self.device)  # as DDRM: 2y - A(1), 2 sigma
+            x0 = ddrm_sample(eps_fn, op, y_pm, sigma_y, self.abar_padded, self.seq, self.eta, self.eta_b,
+                             generators)
         self.last_nfe = len(self.seq)
-        return ((x0.clamp(-1, 1) + 1) / 2).to(torch.float32)
+        return PriorMethod.to_image(x0)
 
     def describe(self) -> dict:
         n = len(self.seq)

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod, x0_to_eps
 from bench.methods.baselines import Bicubic
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps, per_task
@@ -103,13 +103,13 @@ def diffpir_sample(eps_fn, operator, y_pm: Tensor, sigma: float, abar_padded: Te
         a_t = abar[t + 1]
         eps = eps_fn(x, t)
         nfe += 1
-        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)  # (6a), clip_denoised
+        x0 = eps_to_x0(x, eps, a_t).clamp(-1, 1)  # (6a), clip_denoised
         rho = lam * sigma**2 * a_t / (1 - a_t)  # lambda sigma^2 / sigma_bar_t^2
         x0 = proximal_step(operator, x0.reshape(B, -1), u, s, observed, rho).reshape(shape)  # (6b), g = 1
         if last:
             return x0, nfe
         a_s = abar[seq[k + 1] + 1]
-        eps_hat = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # (6c): eps from the corrected x0
+        eps_hat = x0_to_eps(x, x0, a_t)  # (6c): eps from the corrected x0
         s_eta = eta * (1 - a_s).sqrt() / (1 - a_t).sqrt() * beta[t].sqrt()
         x = (a_s.sqrt() * x0 + (1 - zeta) ** 0.5 * ((1 - a_s - s_eta**2).clamp_min(0).sqrt() * eps_hat
                                                      + s_eta * noise())
@@ -125,15 +125,13 @@ class DiffPIR(PriorMethod):
     def __init__(self, model: dict, steps: int | None = None, lambda_: float | None = None,
                  zeta: float | None = None, eta: float = 0.0, official_last_step: bool = False):
         super().__init__(model)
-        self.steps = check_steps(self.name, steps, 2, allow_none=True, fix="steps=100 or null")
+        self.steps = check_steps(self.name, steps, 2, allow_none=True, fix="steps=100 or null",
+                                 maximum=self.train_steps)
         self.lam = check_number(self.name, "lambda_", lambda_, 0.0, low_open=True, allow_none=True,
                                 fix="method.lambda_=7 (official deblur)")
         self.zeta = check_number(self.name, "zeta", zeta, 0.0, 1.0, allow_none=True, fix="method.zeta=0.3")
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0 (official)")
         self.official_last_step = bool(official_last_step)
-        if self.steps is not None and self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} steps. "
-                             f"Fix: steps<={self.train_steps}")
         self.abar_padded: Tensor | None = None
         self.last_params: dict | None = None
 

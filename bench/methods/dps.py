@@ -104,10 +104,8 @@ class DPS(PriorMethod):
     def __init__(self, model: dict, steps: int = 1000, scale: float | None = None, rescale: bool = True,
                  batch_coupled_norm: bool = False, variance: str | None = None):
         super().__init__(model)
-        self.steps = check_steps(self.name, steps, fix="steps=1000 (official) or fewer for a quick run")
-        if self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} training "
-                             f"steps. Fix: steps<={self.train_steps}")
+        self.steps = check_steps(self.name, steps, fix="steps=1000 (official) or fewer for a quick run",
+                                 maximum=self.train_steps)
         self.scale = check_number(self.name, "scale", scale, 0.0, allow_none=True, fix="method.scale=0.3")
         self.rescale, self.batch_coupled_norm = bool(rescale), bool(batch_coupled_norm)
         if variance is not None:

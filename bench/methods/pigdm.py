@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from bench import seeding
-from bench.diffusion import padded_alphas_cumprod, timesteps
+from bench.diffusion import eps_to_x0, padded_alphas_cumprod, timesteps, x0_to_eps
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps
 from bench.operators import Inpainting
@@ -92,7 +92,7 @@ def pigdm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Te
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             eps = eps_fn(x, t)
-            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+            x0 = eps_to_x0(x, eps, a_t)
             x0bar = operator.Vt(x0.detach().reshape(B, -1))
             h = operator.V(guidance_vector(x0bar, u, s, observed, s_safe, 1 - a_t, sigma_y))
             g = torch.autograd.grad((h * x0.reshape(B, -1)).sum(), x)[0]  # the VJP J^T h
@@ -103,7 +103,7 @@ def pigdm_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar_padded: Te
                 g = g - operator.pinv(operator.A(g.reshape(B, -1))).reshape(shape)
             coeff = a_s.sqrt()
             if not awd:
-                eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+                eps = x0_to_eps(x, x0, a_t)
                 coeff = coeff - c2 * a_t.sqrt() / (1 - a_t).sqrt()
             x = a_s.sqrt() * x0 + c1 * noise() + c2 * eps + coeff * a_t.sqrt() * weight * g
     return x.detach()
@@ -118,10 +118,7 @@ class PiGDM(PriorMethod):
     def __init__(self, model: dict, steps: int = 100, eta: float = 1.0, grad_term_weight: float = 1.0,
                  awd: bool = True, noisy_form: bool = True):
         super().__init__(model)
-        self.steps = check_steps(self.name, steps, fix="steps=100")
-        if self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} steps. "
-                             f"Fix: steps<={self.train_steps}")
+        self.steps = check_steps(self.name, steps, fix="steps=100", maximum=self.train_steps)
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=1.0 (NVIDIA's scripts)")
         self.weight = check_number(self.name, "grad_term_weight", grad_term_weight, 0.0,
                                    fix="method.grad_term_weight=1.0")

@@ -1,11 +1,11 @@
-"""What DPS, DDNM(+), PiGDM, DiffPIR and RED-diff share: a pixel-space diffusion prior, the [0, 1] ->
+"""What DDRM, DPS, DDNM(+), PiGDM, DiffPIR and RED-diff share: a pixel-space diffusion prior, the [0, 1] ->
 [-1, 1] measurement conversion, per-task defaults and validation helpers.
 
 :class:`PriorMethod` is a thin :class:`~bench.methods.base.Method` that loads ``conf/model/<name>.yaml``
 (any ``kind`` of :func:`bench.models.prior.load_prior`: the ADM UNet or a diffusers ``UNet2DModel``) in
 :meth:`setup`, or takes an already built prior through :meth:`use_prior` (tests: analytic Gaussian eps).
 
-Units (as :mod:`bench.methods.ddrm`): the task gives ``y = A x + sigma z`` with x in [0, 1]; with
+Units (official DDRM doubles ``--sigma_0`` for the same reason): the task gives ``y = A x + sigma z`` with x in [0, 1]; with
 ``x_pm = 2x - 1`` that is ``y_pm = 2y - A(1) = A x_pm + 2 sigma z``, so every sampler here sees
 ``y_pm`` and ``sigma_y = 2 sigma`` in [-1, 1] units (:meth:`PriorMethod.measurement`), converted once.
 """
@@ -42,13 +42,18 @@ def check_number(method: str, key: str, value, low: float, high: float = math.in
     return float(value)
 
 
-def check_steps(method: str, steps, minimum: int = 1, *, allow_none: bool = False, fix: str) -> int | None:
+def check_steps(method: str, steps, minimum: int = 1, *, allow_none: bool = False, fix: str,
+                maximum: int | None = None) -> int | None:
+    """``steps`` as an int >= minimum (and <= ``maximum``, the prior's training steps T, when given)."""
     if steps is None and allow_none:
         return None
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < minimum:
         none = " or null (the official per-task count)" if allow_none else ""
         raise ValueError(f"{method}: steps={steps!r} is invalid: it must be an integer >= {minimum}{none}. "
                          f"Fix: {fix}")
+    if maximum is not None and steps > maximum:
+        raise ValueError(f"{method}: steps={steps} exceeds the prior's {maximum} training steps. "
+                         f"Fix: steps<={maximum}")
     return int(steps)
 
 
@@ -57,6 +62,14 @@ def check_choice(method: str, key: str, value, choices) -> str:
         raise ValueError(f"{method}: {key}={value!r} is invalid; allowed: {', '.join(map(str, choices))}. "
                          f"Fix: method.{key}={next(iter(choices))}")
     return value
+
+
+def measurement_pm(y: Tensor, degradation: Degradation, device: torch.device) -> tuple[Tensor, float]:
+    """``(y_pm, sigma_y)`` = ``(2 y - A(1), 2 sigma)``: a [0, 1] measurement (flattened, float32, on ``device``)
+    in [-1, 1] units and its noise std there (module docstring). Also used by the latent DDRM-SRLDM."""
+    op = degradation.operator
+    y = y.to(device, torch.float32).reshape(y.shape[0], -1)
+    return 2 * y - op.A(torch.ones(1, op.N, device=device)), 2.0 * float(degradation.sigma)
 
 
 class PriorMethod(Method):
@@ -109,9 +122,7 @@ class PriorMethod(Method):
             self._warned_size = True
             log.warning("%s: images are %d px but prior %s was trained at %d px", self.name, op.size,
                         self.prior.info.get("model"), self.prior.image_size)
-        y = y.to(self.device, torch.float32).reshape(y.shape[0], -1)
-        y_pm = 2 * y - op.A(torch.ones(1, op.N, device=self.device))
-        return y_pm, 2.0 * float(degradation.sigma)
+        return measurement_pm(y, degradation, self.device)
 
     @staticmethod
     def to_image(x_pm: Tensor) -> Tensor:

@@ -103,10 +103,8 @@ class REDDiff(PriorMethod):
     def __init__(self, model: dict, steps: int = 100, grad_term_weight: float | None = None, obs_weight: float = 1.0,
                  lr: float | None = None, denoise_term_weight: str = "linear", sigma_x0: float = 0.0):
         super().__init__(model)
-        self.steps = check_steps(self.name, steps, fix="steps=100 (README) or 1000 (sample_batch.sh)")
-        if self.steps > self.train_steps:
-            raise ValueError(f"{self.name}: steps={self.steps} exceeds the prior's {self.train_steps} steps. "
-                             f"Fix: steps<={self.train_steps}")
+        self.steps = check_steps(self.name, steps, fix="steps=100 (README) or 1000 (sample_batch.sh)",
+                                 maximum=self.train_steps)
         self.lam = check_number(self.name, "grad_term_weight", grad_term_weight, 0.0, allow_none=True,
                                 fix="method.grad_term_weight=0.25 (official lambda)")
         self.obs_weight = check_number(self.name, "obs_weight", obs_weight, 0.0, fix="method.obs_weight=1.0")

@@ -24,10 +24,9 @@ prefer KID for small sets.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -37,12 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.imageio import default_file_mode
+from bench.imageio import atomic_write_bytes
 
 __all__ = ["INCEPTION_SHA256", "INCEPTION_URL", "INCEPTION_NAME", "inception_weights", "InceptionFeatures",
            "to_uint8", "feature_stats", "frechet_distance", "kid", "choose_kid_subset_size", "fid_from_features",
            "stats_cache_key",
-           "reference_stats", "SmallSampleWarning", "MIN_FID_SAMPLES"]
+           "reference_stats", "save_npz", "SmallSampleWarning", "MIN_FID_SAMPLES"]
 
 INCEPTION_NAME = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -271,7 +270,7 @@ def stats_cache_key(manifest_sha256: str, image_size: int | tuple[int, int], ext
 
 def reference_stats(features_fn: Callable[[], Tensor | np.ndarray], cache_key: str, cache_dir: Path) -> dict:
     """Reference ``{mu, sigma, features, cached}``: loaded from ``cache_dir/<cache_key>.npz`` or computed
-    with ``features_fn()`` (-> (N, D) features) and written atomically (temp file + ``os.replace``).
+    with ``features_fn()`` (-> (N, D) features) and written atomically (:func:`save_npz`).
 
     Build ``cache_key`` with :func:`stats_cache_key` so a different dataset, size or extractor never hits a
     stale entry. Features are kept for KID.
@@ -285,13 +284,13 @@ def reference_stats(features_fn: Callable[[], Tensor | np.ndarray], cache_key: s
             return {"mu": z["mu"], "sigma": z["sigma"], "features": z["features"], "cached": True}
     feats = _np64(features_fn())
     mu, sigma = feature_stats(feats)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{cache_key}.", suffix=".npz.part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), default_file_mode())  # results are shared: not mkstemp's 0600
-            np.savez(f, mu=mu, sigma=sigma, features=feats)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    save_npz(path, {"mu": mu, "sigma": sigma, "features": feats})
     return {"mu": mu, "sigma": sigma, "features": feats, "cached": False}
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` of ``arrays`` to ``path`` through :func:`bench.imageio.atomic_write_bytes` (temp file +
+    ``os.replace``, readable by others: the caches are shared)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())

@@ -41,7 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from .deblur import SeparableOperator, check_kernel_size
+from .deblur import SeparableOperator, check_kernel_size, conv_matrix_1d
 from .denoise import check_float, check_int
 
 
@@ -64,10 +64,8 @@ def valid_conv_matrix(kernel: Tensor, n: int) -> Tensor:
     m = n - k + 1
     if m < 1:
         raise ValueError(f"size={n} is too small for a valid convolution with {k} taps; use size >= {k}")
-    rows = torch.arange(m).unsqueeze(1).expand(m, k)
-    out = torch.zeros(m, n, dtype=torch.float64)
-    out[rows, rows + torch.arange(k)] = kernel.to(torch.float64).expand(m, k)
-    return out
+    # the rows of the same-size zero-padded correlation whose taps all fall inside the image
+    return conv_matrix_1d(kernel, n, boundary="zero")[k // 2 : k // 2 + m]
 
 
 class GDPDeblur(SeparableOperator):

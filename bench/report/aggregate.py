@@ -108,12 +108,18 @@ class Run:
 
     def values(self, metric: str) -> dict[str, float]:
         """Per-image values of a stored metric (PSNR capped as the report's means use it), finite only."""
-        if metric not in self.rows:
-            return {}
-        vals = pd.to_numeric(self.rows[metric], errors="coerce").astype("float64").tolist()
-        if metric == "psnr":
-            vals = psnr_for_mean(vals)
-        return {i: v for i, v in zip(self.rows["id"].astype(str), vals) if math.isfinite(v)}
+        return row_values(self.rows, metric)
+
+
+def row_values(rows: pd.DataFrame, metric: str) -> dict[str, float]:
+    """``{id: value}`` of a stored metric in a run's rows, finite only, PSNR capped (:func:`psnr_for_mean`):
+    what the report's means use (and the CLI's / W&B's run summary)."""
+    if metric not in rows:
+        return {}
+    vals = pd.to_numeric(rows[metric], errors="coerce").astype("float64").tolist()
+    if metric == "psnr":
+        vals = psnr_for_mean(vals)
+    return {i: v for i, v in zip(rows["id"].astype(str), vals) if math.isfinite(v)}
 
 
 def code_version(manifest: dict) -> str:

@@ -30,7 +30,6 @@ tallies the expensive work done in this process (tests use it to prove the cache
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -42,6 +41,7 @@ import torch
 
 from bench.imageio import atomic_write_bytes, read_png_u8
 from bench.metrics import MetricUnavailable
+from bench.metrics.fid import save_npz
 from bench.report.aggregate import Run
 
 FID_VERSION = ("fid:torch-fidelity-inception-v3-compat,pool3-2048,uint8-png,"
@@ -61,10 +61,6 @@ def short_reason(text: str) -> str:
 
 COUNTS: Counter = Counter()  # inception_images, reference_stats, loe_runs, niqe_runs, pi_runs
 NIQE_HINT = "pass --niqe-params (BasicSR's niqe_pris_params.npz)"
-
-
-def _one_line(text: str) -> str:
-    return short_reason(text)
 
 
 def _digest(obj) -> str:
@@ -153,12 +149,6 @@ def _features(extractor, paths: list[Path], chunk: int = 16) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 2048))
 
 
-def _write_npz(path: Path, arrays: dict) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def cached_features(npz: Path, ids: list[str], folder: Path, extractor) -> np.ndarray:
     """Features of ``folder/<id>.png`` for ``ids`` (in that order), cached per image in ``npz`` under the
     extractor's sha256 (``<sha16>_ids``, ``<sha16>_features``): only ids not yet there are computed."""
@@ -175,7 +165,7 @@ def cached_features(npz: Path, ids: list[str], folder: Path, extractor) -> np.nd
         keys = sorted(have)
         arrays[f"{tag}_ids"] = np.array(keys, dtype=str)
         arrays[f"{tag}_features"] = np.stack([have[i] for i in keys])
-        _write_npz(npz, arrays)
+        save_npz(npz, arrays)
     return np.stack([have[i] for i in ids])
 
 
@@ -300,7 +290,7 @@ def niqe_pi_entries(run: Run, res: Resources) -> dict:
                 ma = float(ma_score(read_png_u8(p)[None].float() / 255, res.nrqm_weights, crop_border=crop)[0])
                 per[i] = 0.5 * ((10 - ma) + out["niqe"]["per_image"][i])
         except MetricUnavailable as err:
-            out["pi"] = {"na": _one_line(f"PI needs Ma: {err.reason}")}
+            out["pi"] = {"na": short_reason(f"PI needs Ma: {err.reason}")}
         else:
             COUNTS["pi_runs"] += 1
             out["pi"] = {"key": pkey, "version": PI_VERSION, "per_image": per}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.report.aggregate import LOWER_IS_BETTER
 from bench.report.dataset_metrics import short_reason
 from bench.report.stats import cell_seed, paired_diff
 
@@ -35,8 +36,6 @@ PAPER_COLUMN = {"psnr": "PSNR", "ssim": "SSIM", "fid": "FID", "loe": "LOE", "pi"
 HEADERS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fid": "FID ↓", "kid": "KID ↓",
            "consistency": "‖A(x̂)−y‖²/M ↓", "consistency_gdp": "Consist. (GDP) ↓", "loe": "LOE ↓",
            "pi": "PI ↓", "niqe": "NIQE ↓", "images_per_s": "img/s ↑"}
-HIGHER = {"psnr": True, "ssim": True, "lpips": False, "consistency": False, "consistency_gdp": False,
-          "loe": False, "pi": False, "niqe": False, "consistency_psnr": True}
 THROUGHPUT_MARGIN = 1.10
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 BASELINE = "bicubic"
@@ -156,7 +155,7 @@ def bold_rows(df: pd.DataFrame, key: str, values: dict, n_boot: int, seed: int) 
     x = pd.to_numeric(ok[col], errors="coerce").dropna()
     if len(x) < 2:
         return set()
-    x = x.sort_values(ascending=not HIGHER[key])
+    x = x.sort_values(ascending=LOWER_IS_BETTER[key])
     best, second = x.index[0], x.index[1]
     a, b = values[ok.loc[best, "run_dir"]].get(key, {}), values[ok.loc[second, "run_dir"]].get(key, {})
     r = paired_diff(a, b, n_boot, cell_seed(seed, "bold", ok.loc[best, "dataset"], ok.loc[best, "task"],
@@ -282,7 +281,7 @@ def paired_table(df: pd.DataFrame, values: dict, metrics: list[str], n_boot: int
     for m in metrics:
         best = df[df["complete"].astype(bool)].copy()
         best["_v"] = pd.to_numeric(best.get(f"{m}_mean"), errors="coerce")
-        best = best.dropna(subset=["_v"]).sort_values("_v", ascending=not HIGHER[m])
+        best = best.dropna(subset=["_v"]).sort_values("_v", ascending=LOWER_IS_BETTER[m])
         best = best.iloc[0] if len(best) else None
         for name, ref in (("baseline", base), ("best", best)):
             if ref is None or (name == "best" and base is not None and ref["run_dir"] == base["run_dir"]):

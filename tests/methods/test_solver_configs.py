@@ -4,7 +4,7 @@ declared support matches the tasks, and the solvers_imagenet preset keeps each m
 from __future__ import annotations
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose
@@ -30,6 +30,16 @@ def test_yaml_builds_with_model_and_steps_resolved(name):
     assert {t for t in LINEAR if reasons[t] is not None} == (noisy if name == "ddnm" else set())
     d = method.describe()
     assert d["name"] == method.name and "model" in d
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_steps_beyond_the_priors_training_steps_are_refused(name):
+    """Every solver refuses steps > T (model.diffusion.steps) when it is built, naming both and the fix."""
+    node = OmegaConf.to_container(compose(f"method={name}", "steps=1001"), resolve=True)["method"]
+    cls, kwargs = get_class(node.pop("_target_")), {k: v for k, v in node.items() if k != "name"}
+    with pytest.raises(ValueError, match=rf"^{name}: steps=1001 exceeds the prior's 1000 training steps\. "
+                                         r"Fix: steps<=1000$"):
+        cls(**kwargs)
 
 
 def test_solvers_preset_keeps_per_method_steps():
