@@ -99,11 +99,11 @@ class InceptionFeatures:
                 f"Inception weights not found at '{self.weights_path}'. Fix: bench.metrics.fid.inception_weights() "
                 f"downloads and verifies {INCEPTION_NAME} (sha256 {INCEPTION_SHA256}) from {INCEPTION_URL}; "
                 "offline, place that file there or pass its path.")
-        # torch-fidelity calls torch.load(weights_only=False); refuse files that are not a plain tensor dict
-        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise ValueError(f"{self.weights_path} is not a state dict of tensors")
-        del state
+        # torch-fidelity calls torch.load(weights_only=False): the project's safe loader refuses first
+        # (AssetError naming the file and the fix) anything that is not a plain tensor dict
+        from bench.models.assets import load_state_dict
+
+        load_state_dict(self.weights_path)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.model = FeatureExtractorInceptionV3(

@@ -257,15 +257,22 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
             raise AssetError(f"could not read safetensors file {path}: {e}") from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        detail = f"it references {m.group(1)}" if m else str(e).strip().splitlines()[0]
-        raise AssetError(
-            f"{path} is a pickle that needs arbitrary Python objects, which are not loaded for safety "
-            f"(torch.load weights_only=True). Convert it once, in a trusted environment, to a plain "
-            f"state dict (torch.save(model.state_dict(), ...)) or to .safetensors ({detail}).") from e
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise AssetError(f"could not read checkpoint {path}: {e}") from e
+    except Exception as e:  # a damaged pickle fails in the unpickler with any of IndexError, KeyError, ...
+        name = r"([A-Za-z_][\w.]*\.[A-Za-z_]\w*)"  # module.attr; random bytes rarely spell one
+        m = re.search(rf"Unsupported global: GLOBAL {name}\s|GLOBAL {name} whose module \S+ is blocked", str(e))
+        if isinstance(e, pickle.UnpicklingError) and m:
+            raise AssetError(
+                f"{path} is a pickle that needs arbitrary Python objects, which are not loaded for safety "
+                f"(torch.load weights_only=True). Convert it once, in a trusted environment, to a plain "
+                f"state dict (torch.save(model.state_dict(), ...)) or to .safetensors (it references "
+                f"{m.group(1) or m.group(2)}). A truncated checkpoint reads the same way: if the name is "
+                f"cut short, the file is damaged; download it again or check its sha256.") from e
+        # torch wraps the unpickler's own reason ("Unsupported operand 60") in paragraphs of advice
+        r = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", str(e), re.S)
+        detail = r.group(1) if r else (str(e).strip().splitlines() or [""])[0]
+        raise AssetError(f"could not read checkpoint {path}: it is damaged or not a torch checkpoint "
+                         f"({type(e).__name__}: {' '.join(detail.split())[:200]}); download it again or "
+                         f"check its sha256") from e
     if _tensor_dict(obj):
         return dict(obj)
     if isinstance(obj, Mapping):

@@ -1,5 +1,6 @@
 """FID / KID: closed forms, independent formulas, the reference cache and the real loading path."""
 
+import argparse
 import hashlib
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from tests.conftest import save_random_inception
 
 from bench.metrics import fid as fidmod
+from bench.models.assets import AssetError
 from bench.metrics.fid import (
     INCEPTION_NAME, INCEPTION_SHA256, InceptionFeatures, SmallSampleWarning, feature_stats, fid_from_features,
     frechet_distance, kid, reference_stats, stats_cache_key, to_uint8,
@@ -160,6 +162,18 @@ def test_inception_asset_pin():
 def test_missing_weights_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="inception_weights"):
         InceptionFeatures(tmp_path / "none.pth")
+
+
+def test_weights_that_are_not_a_plain_state_dict_are_refused_before_torch_fidelity(tmp_path):
+    """torch-fidelity would torch.load(weights_only=False) the file; we refuse first, naming it."""
+    bad = tmp_path / INCEPTION_NAME
+    torch.save({"w": torch.zeros(2), "args": argparse.Namespace(lr=1)}, bad)
+    with pytest.raises(AssetError, match="argparse.Namespace") as ei:
+        InceptionFeatures(bad)
+    assert str(bad) in str(ei.value)
+    bad.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(AssetError, match="damaged or not a torch checkpoint"):
+        InceptionFeatures(bad)
 
 
 # ----------------------------------------------------------------------------- (c) end to end, real images
