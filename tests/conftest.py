@@ -46,6 +46,21 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob("manifest.json"))
 
 
+def write_smooth_images(root: Path, n: int = 6, size: int = 40) -> Path:
+    """``n`` smooth seeded RGB PNGs (sums of sinusoids) of ``size`` px in ``root``: training data for the
+    trainers' tests (crops of up to ``size`` px)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / float(size)
+    for i in range(n):
+        f = rng.uniform(1, 4, size=(3, 2))
+        arr = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (a * xx + b * yy) + i) for a, b in f], -1)
+        Image.fromarray((arr * 255).astype(np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
 def save_random_inception(directory: Path, name: str = "random_inception.pth", seed: int = 0) -> Path:
     """torch-fidelity's Inception-v3 architecture with random (Kaiming) conv weights, saved with
     ``torch.save(state_dict)`` like the official weights file (566 tensors): the real FID loading path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from bench.train import CONF_DIR, ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm, train_loop
+from tests.conftest import write_smooth_images
 
 TINY_ARCH = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
                  num_head_channels=32, learn_sigma=False, use_scale_shift_norm=True)
@@ -23,14 +23,7 @@ TINY_UNET = dict(sample_size=8, in_channels=6, out_channels=3, layers_per_block=
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Six smooth 40x40 RGB images (seeded), enough for crops of 32."""
-    root = tmp_path_factory.mktemp("train_images")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:40, 0:40] / 40.0
-    for i in range(6):
-        f = rng.uniform(1, 4, size=(3, 2))
-        arr = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (a * xx + b * yy) + i) for a, b in f], -1)
-        Image.fromarray((arr * 255).astype(np.uint8)).save(root / f"img{i}.png")
-    return root
+    return write_smooth_images(tmp_path_factory.mktemp("train_images"))
 
 
 def test_random_crops_match_a_per_crop_loop():

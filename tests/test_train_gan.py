@@ -10,14 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from PIL import Image
 
 from bench.cli import build_task
 from bench.diffaugment import check_policy, color, cutout, diff_augment, translation
 from bench.train import step_generator
 from bench.train_gan import (Discriminator, GANTrainConfig, trainable_biggan, generate, latents, stats_indices,
                              standing_stats, train_gan)
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, write_smooth_images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -29,14 +28,7 @@ TINY_G = dict(output_dim=32, z_dim=8, class_embed_dim=8, channel_width=4, num_cl
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Six smooth 40x40 RGB images (seeded)."""
-    root = tmp_path_factory.mktemp("gan_images")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:40, 0:40] / 40.0
-    for i in range(6):
-        f = rng.uniform(1, 4, size=(3, 2))
-        arr = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * (a * xx + b * yy) + i) for a, b in f], -1)
-        Image.fromarray((arr * 255).astype(np.uint8)).save(root / f"img{i}.png")
-    return root
+    return write_smooth_images(tmp_path_factory.mktemp("gan_images"))
 
 
 def cfg(tmp_path, images, **kw) -> GANTrainConfig:
