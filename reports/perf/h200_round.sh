@@ -29,8 +29,7 @@ W=${WORK:-/tmp/bench_round}; LOG=$W/logs
 rm -rf "$W"; mkdir -p "$LOG" "$OUT"
 export PYTHONUNBUFFERED=1 BENCH_OFFLINE=1 HF_HUB_OFFLINE=1 BENCH_CACHE=$W/cache
 PY=${PY:-python3}
-left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
-note() { echo "[round $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG/stages.txt"; }
+. reports/perf/round_lib.sh     # left, note, install_wheels, write_env
 # stage NAME BUDGET CMD...: run CMD with at most BUDGET seconds (less if the deadline is nearer)
 stage() {
   local name=$1 budget=$2; shift 2
@@ -47,19 +46,9 @@ stage() {
 }
 
 # ------------------------------------------------------------------------------------ S0 setup
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >"$LOG/pip.log" 2>&1 || note "pip install failed (see pip.log)"
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+install_wheels
 $PY -c "import boto3" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/reports/perf/device_shims
-{ nvidia-smi 2>&1 | head -15; $PY -c "import torch, sys; print(sys.version); print('torch', torch.__version__, \
-  'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"; \
-  $PY -m pip list 2>/dev/null | grep -i -E "^(torch|triton|diffusers|hydra|omegaconf|pytest)"; nproc; } \
-  >"$LOG/env.txt" 2>&1
-head -5 "$LOG/env.txt"
+write_env
 if [ "$DRY" = 1 ]; then
   DEV=cpu; MODEL=adm_tiny; SIZE=32; BATCH=2; STEPS=2; FEW=1; SRSTEPS=2; LDM=tiny; NIMG=8
   MODES=fp32+cl+fused,fp32+cl+fused+graph; PMODES=$MODES; GMODES=fp32+cl; GBATCH=2

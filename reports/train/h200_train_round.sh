@@ -29,8 +29,7 @@ W=${WORK:-/tmp/bench_train_round}; LOG=$W/logs
 rm -rf "$W"; mkdir -p "$LOG" "$OUT"
 export PYTHONUNBUFFERED=1 BENCH_OFFLINE=1 HF_HUB_OFFLINE=1 BENCH_CACHE=$W/cache
 PY=${PY:-python3}
-left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
-note() { echo "[round $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG/stages.txt"; }
+. reports/perf/round_lib.sh     # left, note, install_wheels, write_env (run from the checkout root)
 
 DATA=$PWD/.devdata/imagenet-sample-96
 [ -d "$DATA" ] || DATA=$(cd ../shared/data/imagenet-sample-96 2>/dev/null && pwd) || DATA=""
@@ -42,18 +41,8 @@ if [ "$DRY" = 1 ]; then  # work on a copy: the exports below overwrite bench/pri
 fi
 
 # ------------------------------------------------------------------------------------ S0 setup
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >"$LOG/pip.log" 2>&1 || note "pip install failed (see pip.log)"
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-{ nvidia-smi 2>&1 | head -15; $PY -c "import torch, sys; print(sys.version); print('torch', torch.__version__, \
-  'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"; \
-  $PY -m pip list 2>/dev/null | grep -i -E "^(torch|diffusers|hydra|omegaconf|pytorch-pretrained)"; nproc; } \
-  >"$LOG/env.txt" 2>&1
-head -5 "$LOG/env.txt"
+install_wheels
+write_env
 DATA_ARG=""
 if [ -z "$DATA" ]; then
   note "no training images (.devdata/imagenet-sample-96 or ../shared/data/imagenet-sample-96): nothing to train"
