@@ -82,16 +82,16 @@ def weights_asset(weights: dict | None) -> Asset:
     if unknown:
         raise ValueError(f"zero_dce: unknown method.weights key(s) {unknown}; allowed: {list(WEIGHT_KEYS)}")
     return Asset(name=WEIGHTS_NAME, url=w.get("url") or WEIGHTS_URL, sha256=w.get("sha256") or WEIGHTS_SHA256,
-                 path=w.get("path") or None)
+                 path=w.get("path") or None, override="method.weights.path")
 
 
 def load_dce_net(asset: Asset, device="cpu") -> DCENet:
     """Fetch (cache / override / download, sha256-verified) and load the weights with ``strict=True``."""
     try:
         path = fetch(asset)
-    except AssetError as e:
-        raise AssetError(f"{e}\nFor zero_dce the local-file override is method.weights.path=/path/to/Epoch99.pth "
-                         f"(Li-Chongyi/Zero-DCE Zero-DCE_code/snapshots/Epoch99.pth, CC BY-NC 4.0).") from e
+    except AssetError as e:  # fetch's message already names method.weights.path (the asset's override)
+        raise AssetError(f"{e}\n(zero_dce's weights are Li-Chongyi/Zero-DCE Zero-DCE_code/snapshots/Epoch99.pth, "
+                         f"CC BY-NC 4.0.)") from e
     net = DCENet()
     state = load_state_dict(path)
     try:

@@ -59,7 +59,8 @@ def __getattr__(name: str):
     if name == "INCEPTION_ASSET":
         from bench.models.assets import Asset
 
-        return Asset(name=INCEPTION_NAME, url=INCEPTION_URL, sha256=INCEPTION_SHA256)
+        return Asset(name=INCEPTION_NAME, url=INCEPTION_URL, sha256=INCEPTION_SHA256,
+                     override="python -m bench.report --inception-weights")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -55,7 +55,7 @@ def _asset(net: str):
     from bench.models.assets import Asset
 
     name, url, sha = BACKBONES[net]
-    return Asset(name=name, url=url, sha256=sha)
+    return Asset(name=name, url=url, sha256=sha, override="metrics.lpips.backbone_path")
 
 
 def _resolve_backbone(net: str, backbone_path: str | Path | None, offline: bool | None) -> tuple[Path, dict]:

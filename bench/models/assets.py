@@ -58,6 +58,7 @@ class Asset:
     url: str | None
     sha256: str | None  # lowercase hex; None = unverifiable (warned about, recorded)
     path: str | None = None  # local override: use this file instead of cache/download
+    override: str = "model.asset.path"  # where a user points at a local copy (named in the error messages)
 
     def __post_init__(self) -> None:
         if not self.name or Path(self.name).name != self.name or self.name in (".", ".."):
@@ -132,7 +133,7 @@ def _memo_sha256(path: Path, sidecar: Path) -> str:
 def _how_to_place(asset: Asset, target: Path) -> str:
     lines = [f"  download:  {asset.url}" if asset.url else "  download:  (no URL known for this asset)"]
     lines.append(f"  place at:  {target}")
-    lines.append(f"  or set:    model.asset.path=/path/to/{asset.name}")
+    lines.append(f"  or set:    {asset.override}=/path/to/{asset.name}")
     lines.append(f"  sha256:    {asset.sha256 or '(none pinned; the file cannot be verified)'}")
     return "\n".join(lines)
 
@@ -286,11 +287,12 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
                      f"'model'); found {{{desc}}}")
 
 
-def asset_from_config(d: Mapping | None) -> Asset | None:
+def asset_from_config(d: Mapping | None, node: str = "model.asset") -> Asset | None:
     """Build an Asset from a config mapping ``{name, url, sha256, path}``; None if nothing is set.
 
     ``name`` defaults to the file name of ``url`` (else of ``path``). Unknown keys are an error so
-    that typos such as ``sha`` do not silently disable verification.
+    that typos such as ``sha`` do not silently disable verification. ``node`` is where the mapping sits
+    in the run config; error messages tell the user to set ``<node>.path``.
     """
     if d is None:
         return None
@@ -307,4 +309,4 @@ def asset_from_config(d: Mapping | None) -> Asset | None:
         name = Path(src or "").name
     if not name:
         raise AssetError(f"asset config needs a name (or a url/path ending in a file name): {d}")
-    return Asset(name=name, url=vals["url"], sha256=vals["sha256"], path=vals["path"])
+    return Asset(name=name, url=vals["url"], sha256=vals["sha256"], path=vals["path"], override=f"{node}.path")

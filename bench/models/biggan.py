@@ -245,7 +245,7 @@ def load_embedded(asset_cfg: dict | None = None, *, offline: bool | None = None)
     from pytorch_pretrained_biggan import BigGANConfig
     from safetensors import safe_open
 
-    asset = asset_from_config(asset_cfg or {"path": EMBEDDED_PATH})
+    asset = asset_from_config(asset_cfg or {"path": EMBEDDED_PATH}, node="method.generator.asset")
     path = fetch(asset, offline=offline, progress=False)
     try:
         with safe_open(str(path), "pt") as f:

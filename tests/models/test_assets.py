@@ -132,6 +132,30 @@ def test_miss_offline_message(cache, monkeypatch, how):
     assert not cache.exists() or _leftovers(cache) == []
 
 
+def test_offline_miss_names_each_assets_own_override(cache):
+    """Each kind of asset tells the user the key that points at a local copy (not model.asset.path for all;
+    zero_dce once appended a correction beneath the wrong hint)."""
+    from bench.methods.zero_dce import weights_asset
+    from bench.metrics import fid
+    from bench.metrics.lpips import _asset as lpips_asset
+
+    cases = [
+        (asset_from_config({"url": "https://h/x/m.pt", "sha256": "ab" * 32}), "model.asset.path=/path/to/m.pt"),
+        (asset_from_config({"url": "https://h/g.safetensors"}, node="method.generator.asset"),
+         "method.generator.asset.path=/path/to/g.safetensors"),
+        (weights_asset(None), "method.weights.path=/path/to/"),
+        (lpips_asset("alex"), "metrics.lpips.backbone_path=/path/to/"),
+        (fid.INCEPTION_ASSET, "python -m bench.report --inception-weights=/path/to/"),
+    ]
+    for asset, hint in cases:
+        with pytest.raises(AssetError) as ei:
+            fetch(asset, offline=True)
+        msg = str(ei.value)
+        assert hint in msg, msg
+        if not hint.startswith("model.asset.path"):
+            assert "model.asset.path" not in msg, msg
+
+
 def test_download_verify_and_cache(cache, ckpt, server):
     src, digest, sd = ckpt
     base, hits = server
