@@ -15,7 +15,7 @@ SHARED=${SHARED:-../shared/data/imagenet-sample-96}
 PY=${PY:-python3}
 EXCL=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$EXCL")"
-for p in /.devdata/; do grep -qxF "$p" "$EXCL" 2>/dev/null || echo "$p" >>"$EXCL"; done
+grep -qxF /.devdata/ "$EXCL" 2>/dev/null || echo /.devdata/ >>"$EXCL"
 
 bash reports/perf/fetch_wheels.sh
 
