@@ -74,8 +74,10 @@ def test_offline_per_image_table_ground_truth_and_nothing_new(wandb_offline, cap
     assert json.loads((run / "wandb.json").read_text())["logged_ids"] == ["astronaut", "chelsea", "coffee"]
     new = [t for t in _staged_tables(wandb_offline / "wandb-data") if len(t["data"]) == 1]
     assert [t["data"][0][0] for t in new] == ["coffee"]
-    ids = {p.name.rsplit("-", 1)[-1] for p in (root / "wandb").glob("offline-run-*")}
-    assert ids == {state["run_id"]}
+    # the run id from each offline run's `run-<id>.wandb` file, not from the directory name: W&B appends
+    # "-1" to the directory when two invocations start within the same second
+    ids = {f.name[len("run-"):-len(".wandb")] for f in (root / "wandb").glob("offline-run-*/run-*.wandb")}
+    assert len(list((root / "wandb").glob("offline-run-*"))) == 2 and ids == {state["run_id"]}
 
 
 def test_report_pushes_dataset_level_metrics(wandb_offline, capsys):
