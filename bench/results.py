@@ -73,8 +73,8 @@ NON_SEMANTIC = {
 #: trackers, provenance collection, the entry point, the sweep bookkeeping and the up-front value checks.
 #: Every other ``*.py`` under ``bench/`` is in the code fingerprint (cli, runner, results, data, imageio,
 #: tasks, seeding, diffusion, operators/, methods/, models/, metrics/, ... and any new module not listed).
-CODE_EXCLUDED = ("report/*", "verify.py", "train*.py", "training/*", "perf.py", "loggers.py", "provenance.py",
-                 "__main__.py", "sweep.py", "checks.py")
+CODE_EXCLUDED = ("report/*", "verify.py", "train/*", "perf/*", "loggers.py", "provenance.py", "__main__.py",
+                 "sweep.py", "checks.py")
 
 
 def _drop_path_of_hashed_files(node):

@@ -128,7 +128,7 @@ def dgp_numbers():
     (the tiny random 32-px generator with 8 candidates and 10+10 iterations, "old") and bicubic."""
     from bench.methods.baselines import Bicubic
     from bench.methods.dgp import DGP
-    from bench.train_gan import random_generator_like
+    from bench.train.gan import random_generator_like
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # batch-1 fine-tuning of a 1.2M-parameter net: threads only add overhead

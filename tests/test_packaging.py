@@ -67,7 +67,7 @@ def test_wheel_holds_every_module_conf_datasets_and_priors(wheel):
         assert files and {f"{installed}/{p.relative_to(REPO / top)}" for p in files} <= names, top
     priors = [str(p.relative_to(REPO)) for p in (REPO / "bench" / "priors").rglob("*") if p.is_file()]
     assert "bench/priors/adm64_imagenet96.safetensors" in priors and set(priors) <= names
-    assert {f"bench/train_conf/{p.name}" for p in (REPO / "bench" / "train_conf").glob("*.yaml")} <= names
+    assert {f"bench/train/conf/{p.name}" for p in (REPO / "bench" / "train" / "conf").glob("*.yaml")} <= names
     assert not any(n.startswith(("conf/", "datasets/", "tests/")) for n in names)  # nothing top-level leaks
     dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()

@@ -1,4 +1,4 @@
-"""Speed settings of the diffusion prior (bench.models.prior.Precision) and ``python -m bench.perf`` (CPU)."""
+"""Speed settings of the diffusion prior (bench.models.speed.Precision) and ``python -m bench.perf`` (CPU)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.models.cuda_graph import GraphedCall
-from bench.models.prior import Precision, load_prior
-from bench.perf import parse_mode
-from bench.profiling import CATEGORIES, categorize
+from bench.models.prior import load_prior
+from bench.models.speed import Precision
+from bench.perf.throughput import parse_mode
+from bench.perf.profiling import CATEGORIES, categorize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,7 @@ def test_channels_last_fp32_matches_eager():
 
 def test_bf16_on_cpu_falls_back_with_a_note(caplog):
     ref = outputs(load_prior(model(), "cpu"))
-    with caplog.at_level(logging.WARNING, logger="bench.models.prior"):
+    with caplog.at_level(logging.WARNING, logger="bench.models.speed"):
         p = load_prior(model(precision="bf16", compile=True), "cpu")
     sp = p.info["speed"]
     assert sp["precision"] == "fp32" and sp["compile"] is False and sp["autocast"] == "none"
@@ -186,7 +187,7 @@ def test_new_speed_keys_are_validated_and_recorded():
 def test_cuda_only_options_are_guarded_on_cpu(caplog):
     """cuda_graph / cudnn_benchmark / inductor CUDA-graph modes on CPU: eager, with a note each, same numbers."""
     ref = outputs(load_prior(model(), "cpu"))
-    with caplog.at_level(logging.WARNING, logger="bench.models.prior"):
+    with caplog.at_level(logging.WARNING, logger="bench.models.speed"):
         p = load_prior(model(cuda_graph=True, cudnn_benchmark=True), "cpu")
     sp = p.info["speed"]
     assert sp["cuda_graph"] is False and sp["cudnn_benchmark"] is None and len(sp["notes"]) == 2
@@ -234,7 +235,7 @@ def test_fused_norm_equals_unfused_and_keeps_the_checkpoint_layout(updown, scale
 
 
 def test_forward_flop_count():
-    from bench.profiling import forward_gflop
+    from bench.perf.profiling import forward_gflop
 
     gflop = forward_gflop(lambda: torch.nn.Conv2d(8, 16, 3, padding=1), ((1, 8, 32, 32), torch.float32))
     assert gflop == pytest.approx(2 * 8 * 16 * 9 * 32 * 32 / 1e9)  # 2 FLOP per multiply-add, bias not counted
@@ -330,11 +331,11 @@ def test_perf_cli_generic_methods_auto_batch_and_profile(tmp_path):
 
 
 def test_overhead_breakdown_of_a_real_run(tmp_path):
-    """bench.overhead on a fresh CLI run: restore time from the rows, outside = loop - restore."""
+    """bench.perf.overhead on a fresh CLI run: restore time from the rows, outside = loop - restore."""
     import pandas as pd
 
     from bench.cli import run_from_config
-    from bench.overhead import breakdown, main as overhead_main
+    from bench.perf.overhead import breakdown, main as overhead_main
     from tests.conftest import compose, run_dirs
 
     run_from_config(compose("method=bicubic", "task=sr4", "dataset.limit=3", "run.batch_size=2",

@@ -1,4 +1,4 @@
-"""The embedded-prior trainers (bench/train.py, bench/train_ldm.py): a few CPU steps on tiny models."""
+"""The embedded-prior trainers (bench/train/adm.py, bench/train/ldm.py): a few CPU steps on tiny models."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.train import CONF_DIR, ADMTrainConfig, ddpm_loss, random_crops, step_generator, train_adm, train_loop
+from bench.train.adm import ADMTrainConfig, ddpm_loss, train_adm
+from bench.train.common import CONF_DIR, random_crops, step_generator, train_loop
 from tests.conftest import write_smooth_images
 
 TINY_ARCH = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
                  num_head_channels=32, learn_sigma=False, use_scale_shift_norm=True)
-#: a tiny diffusers VQModel (32 px -> 8x8 latents) and the latent SR UNet on it (bench/train_ldm.py)
+#: a tiny diffusers VQModel (32 px -> 8x8 latents) and the latent SR UNet on it (bench/train/ldm.py)
 TINY_VQ = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
                up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[8, 16, 16], layers_per_block=1,
                latent_channels=3, num_vq_embeddings=32, vq_embed_dim=3, norm_num_groups=4, sample_size=32)
@@ -67,7 +68,7 @@ def adm_cfg(tmp_path, images, **kw) -> ADMTrainConfig:
 def test_ddpm_loss_decreases_on_a_fixed_batch(images):
     from bench.diffusion import alphas_cumprod, linear_betas
     from bench.models.adm_unet import create_model
-    from bench.train import load_images
+    from bench.train.common import load_images
 
     imgs, _ = load_images(images)
     g = step_generator(0, 0)
@@ -135,7 +136,7 @@ def test_resume_refuses_a_different_architecture(tmp_path, images):
 def test_ldm_sr_trains_resumes_and_loads_with_diffusers(tmp_path, images):
     from bench.methods.srldm import sample_ldm_sr
     from bench.models.ldm import load_ldm_sr
-    from bench.train_ldm import LDMTrainConfig
+    from bench.train.ldm import LDMTrainConfig
 
     def cfg(**kw):
         return LDMTrainConfig(**{**dict(vq=TINY_VQ, unet=TINY_UNET, data_root=str(images), crop=32, vq_steps=2,
@@ -172,18 +173,18 @@ def test_shipped_train_configs_build(name):
         cfg = compose(config_name=name)
     plain = {k: v for k, v in instantiate(cfg, _convert_="all").__dict__.items()}
     if name == "adm64":
-        from bench.train import build_adm
+        from bench.train.adm import build_adm
 
         n = sum(p.numel() for p in build_adm(plain["arch"]).parameters())
         assert n <= 20_000_000 and plain["arch"]["image_size"] == 64
     elif name == "gan64":
         from bench.models.biggan import finetune_groups
-        from bench.train_gan import GANTrainConfig, trainable_biggan
+        from bench.train.gan import GANTrainConfig, trainable_biggan
 
         G = trainable_biggan(GANTrainConfig(**plain).generator)
         assert G.config.output_dim == 64 and G.config.num_classes == 1 and len(finetune_groups(G)) == 5
     else:
-        from bench.train_ldm import LDMTrainConfig, build_parts
+        from bench.train.ldm import LDMTrainConfig, build_parts
 
         vq, unet = build_parts(LDMTrainConfig(**plain))
         assert unet.config.in_channels == 6 and len(vq.config.block_out_channels) == 3
@@ -195,7 +196,7 @@ def test_ldm_codebook_care_and_decoder_only_fine_tuning(tmp_path, images):
     initial UNet unchanged; the card reports the held-out first-stage PSNR."""
     from safetensors.torch import load_file
 
-    from bench.train_ldm import LDMTrainConfig, restart_codes
+    from bench.train.ldm import LDMTrainConfig, restart_codes
 
     codebook = torch.zeros(5, 3)
     z = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)

@@ -1,4 +1,4 @@
-"""The GAN trainer of the embedded DGP generator (bench/train_gan.py) and DiffAugment (bench/diffaugment.py):
+"""The GAN trainer of the embedded DGP generator (bench/train/gan.py) and DiffAugment (bench/train/diffaugment.py):
 tiny 32-px models, a few CPU steps."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from bench.cli import build_task
-from bench.diffaugment import check_policy, color, cutout, diff_augment, translation
-from bench.train import step_generator
-from bench.train_gan import (Discriminator, GANTrainConfig, trainable_biggan, generate, latents, stats_indices,
+from bench.train.diffaugment import check_policy, color, cutout, diff_augment, translation
+from bench.train.common import step_generator
+from bench.train.gan import (Discriminator, GANTrainConfig, trainable_biggan, generate, latents, stats_indices,
                              standing_stats, train_gan)
 from tests.conftest import CONF_DIR, write_smooth_images
 

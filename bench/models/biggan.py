@@ -16,7 +16,7 @@ not with the package's unrestricted ``torch.load``; the config with ``BigGANConf
 sha256 is pinned upstream, so the digest of the file actually loaded is recorded for provenance.
 
 ``source=embedded`` (the default of ``method=dgp``): :func:`load_embedded`, the small 64x64 BigGAN-deep this
-project trained on ImageNet-sample-96 (``bench/train_gan.py``, card ``bench/priors/biggan64_imagenet96.md``),
+project trained on ImageNet-sample-96 (``bench/train/gan.py``, card ``bench/priors/biggan64_imagenet96.md``),
 shipped as fp16 safetensors whose metadata holds the ``BigGANConfig``; fetched through
 :func:`bench.models.assets.fetch` (``method.generator.asset``: path + pinned sha256) and loaded strictly.
 It is *unconditional* (``num_classes=1``: one class embedding; the data has one image per class).
@@ -253,7 +253,7 @@ def load_embedded(asset_cfg: dict | None = None, *, offline: bool | None = None)
         config = BigGANConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, OSError) as e:
         raise AssetError(f"{path}: no BigGANConfig in its safetensors metadata ('config'); write it with "
-                         f"bench.train_gan (python -m bench.train --config-name gan64): {e}") from e
+                         f"bench.train.gan (python -m bench.train --config-name gan64): {e}") from e
     model = init_biggan(config)
     try:
         model.load_state_dict(load_state_dict(path), strict=True)

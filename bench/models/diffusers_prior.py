@@ -46,6 +46,7 @@ from torch import Tensor
 from bench.diffusion import alphas_cumprod, make_betas
 from bench.models.assets import AssetError, _is_offline
 from bench.models.ldm import _frozen, _hf_cache_dir
+from bench.models.speed import Precision, apply_speed
 
 VARIANCE_TYPES = {"fixed_small": "fixed_small", "fixed_small_log": "fixed_small", "fixed_large": "fixed_large",
                   "fixed_large_log": "fixed_large", "learned_range": "learned_range"}
@@ -148,10 +149,9 @@ def schedule_betas(sched: dict) -> tuple[Tensor, str]:
     return DDPMScheduler.from_config(cfg).betas.to(torch.float64), f"{kind} (diffusers float32 table)"
 
 
-def build(model: dict, device: torch.device):
-    """The :class:`~bench.models.prior.DiffusionPrior` of a ``kind: diffusers`` model config."""
-    from bench.models.prior import DiffusionPrior, Precision, apply_speed
-
+def build(model: dict, device: torch.device) -> dict:
+    """The fields of the :class:`~bench.models.prior.DiffusionPrior` of a ``kind: diffusers`` model config
+    (:func:`bench.models.prior.load_prior` builds it: this module does not import that one)."""
     unet, sched, origin = load_parts(model)
     cfg, name = unet.config, model["name"]
     if getattr(cfg, "num_class_embeds", None) or getattr(cfg, "class_embed_type", None):
@@ -184,5 +184,5 @@ def build(model: dict, device: torch.device):
             "clip_sample": sched.get("clip_sample"), "scheduler": sched.get("_class_name")}
     net = net.to(device).eval().requires_grad_(False)
     forward, info["speed"] = apply_speed(net, Precision.from_config(model.get("speed")), device)
-    return DiffusionPrior(net=net, image_size=int(size), betas=betas.to(device), learn_sigma=learned, info=info,
-                          forward=forward, variance=variance)
+    return dict(net=net, image_size=int(size), betas=betas.to(device), learn_sigma=learned, info=info,
+                forward=forward, variance=variance)

@@ -121,7 +121,7 @@ def markdown(cells: list[dict]) -> str:
     """One table per profiled cell: category, ms, % of wall; then its top operators/kernels."""
     out = ["# Profile summary (`python -m bench.perf --profile`)", "",
            "Categories sum to the call's wall time; `launch_gaps` = wall - sum of the timed kernels/ops "
-           "(GPU idle time on CUDA; Python/dispatcher overhead on CPU). See bench/profiling.py.", ""]
+           "(GPU idle time on CUDA; Python/dispatcher overhead on CPU). See bench/perf/profiling.py.", ""]
     for c in cells:
         s = c["summary"]
         out += [f"## {c['method']} | {c['mode']} | batch {c['batch']} | steps {c['steps']} | {c['device_name']}",

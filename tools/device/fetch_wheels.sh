@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The wheels the H200 image lacks (reports/perf/README.md lists why each), for its Python 3.12, into .whl/
-# of this checkout (git-excluded): used by reports/perf/prepare_device.sh and reports/train/prepare_train_round.sh.
+# The wheels the H200 image lacks (tools/device/README.md lists why each), for its Python 3.12, into .whl/
+# of this checkout (git-excluded): used by tools/device/perf/prepare_device.sh and tools/device/train/prepare_train_round.sh.
 # antlr4-python3-runtime 4.9.3 has no wheel on PyPI, so it is built here (pure Python).
 set -euo pipefail
 PY=${PY:-python3}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 16's GPU round in ONE device call (~9 minutes on one H200; see reports/perf/README.md).
+# Issue 16's GPU round in ONE device call (~9 minutes on one H200; see tools/device/README.md).
 #
-#   device:  bash reports/perf/h200_round.sh                  (after reports/perf/prepare_device.sh here;
-#            run(command="bash reports/perf/h200_round.sh", carry=[".whl", ".devdata"], timeout_s=600))
+#   device:  bash tools/device/perf/h200_round.sh                  (after tools/device/perf/prepare_device.sh here;
+#            run(command="bash tools/device/perf/h200_round.sh", carry=[".whl", ".devdata"], timeout_s=600))
 #   CPU dry run of the same logic (adm_tiny, 32 px, few images, no compile, a test subset):
-#            DRY_RUN=1 OUT=/tmp/round bash reports/perf/h200_round.sh
+#            DRY_RUN=1 OUT=/tmp/round bash tools/device/perf/h200_round.sh
 #
 # Stages, each under `timeout` against one global DEADLINE (seconds after start), in priority order:
 #   S0 setup: wheels from .whl into /tmp/site, a shim for boto3 (see device_shims/), environment, 512 images
@@ -14,9 +14,9 @@
 #      bf16+cl+compile+graph (+ the profile of both compiled modes), GDP-x0 20 steps, every other method of
 #      conf/method/ that uses ${model} at 5 steps, bicubic
 #   S3 harness overhead through the real CLI: random ADM-256 checkpoint, compiled bf16, 512 images,
-#      writer thread on; bench.overhead breakdown
+#      writer thread on; bench.perf.overhead breakdown
 #   S2 SRLDM 100 steps (CompVis shapes) fp32 / compile / compile+graph, DDRM-SRLDM 10 steps
-#   S4 reports/perf/cuda_checks.py: ceilings, batch-size tolerance on CUDA, host syncs, the auto batch
+#   S4 tools/device/perf/cuda_checks.py: ceilings, batch-size tolerance on CUDA, host syncs, the auto batch
 #   S5 methods that back-propagate through the prior (if any), bf16+cl eager, batch 8, 5 steps
 #   end: wait for the tests, write summary.md, tar the logs. $OUT gets at most 8 files.
 set -u
@@ -29,7 +29,7 @@ W=${WORK:-/tmp/bench_round}; LOG=$W/logs
 rm -rf "$W"; mkdir -p "$LOG" "$OUT"
 export PYTHONUNBUFFERED=1 BENCH_OFFLINE=1 HF_HUB_OFFLINE=1 BENCH_CACHE=$W/cache
 PY=${PY:-python3}
-. reports/perf/round_lib.sh     # left, note, install_wheels, write_env
+. tools/device/round_lib.sh     # left, note, install_wheels, write_env
 # stage NAME BUDGET CMD...: run CMD with at most BUDGET seconds (less if the deadline is nearer)
 stage() {
   local name=$1 budget=$2; shift 2
@@ -47,7 +47,7 @@ stage() {
 
 # ------------------------------------------------------------------------------------ S0 setup
 install_wheels
-$PY -c "import boto3" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/reports/perf/device_shims
+$PY -c "import boto3" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/tools/device/perf/device_shims
 write_env
 if [ "$DRY" = 1 ]; then
   DEV=cpu; MODEL=adm_tiny; SIZE=32; BATCH=2; STEPS=2; FEW=1; SRSTEPS=2; LDM=tiny; NIMG=8
@@ -80,8 +80,8 @@ EOF
 cat "$LOG/data.log"
 # method lists from conf/method (generic: methods added later appear without edits here)
 read -r NOGRAD GRAD <<<"$($PY - <<'EOF'
-from bench.perf import _backprops
-from bench.perf_cells import method_names, method_spec
+from bench.perf.throughput import _backprops
+from bench.perf.cells import method_names, method_spec
 adm = [m for m in method_names() if method_spec(m)["model"]]
 first = [m for m in ("ddrm", "gdp_x0") if m in adm]
 nograd = first + [m for m in adm if m not in first and not _backprops(m)]
@@ -106,7 +106,7 @@ stage S1_adm $([ "$DRY" = 1 ] && echo 600 || echo 300) $PERF --methods "$NOGRAD,
   --warmup-seconds 0 --profile "$OUT/profile" --profile-modes $PMODES --out "$OUT/perf_adm256.json"
 
 # ------------------------------------------------------------------------------------ S3 harness overhead
-stage S3_harness 150 env PY=$PY $PIN_P bash reports/perf/harness_round.sh $MODEL $SIZE "$W/data512" $NIMG $BATCH \
+stage S3_harness 150 env PY=$PY $PIN_P bash tools/device/perf/harness_round.sh $MODEL $SIZE "$W/data512" $NIMG $BATCH \
   $DEV "$W/harness" "$OUT/harness.json"
 
 # ------------------------------------------------------------------------------------ S2 SRLDM
@@ -116,7 +116,7 @@ stage S2_srldm 120 $PERF --methods srldm,ddrm_srldm --batch $BATCH --steps $SRST
   --profile-modes "${MODES##*,}" --out "$OUT/perf_srldm.json"
 
 # ------------------------------------------------------------------------------------ S4 CUDA checks
-stage S4_checks 90 $PIN_P $PY reports/perf/cuda_checks.py --out "$OUT/cuda_checks.json" --images "$W/data512" \
+stage S4_checks 90 $PIN_P $PY tools/device/perf/cuda_checks.py --out "$OUT/cuda_checks.json" --images "$W/data512" \
   $([ "$DRY" = 1 ] && echo --dry-run)
 
 # ------------------------------------------------------------------------------------ S5 backprop methods
@@ -131,7 +131,7 @@ wait $TESTS_PID 2>/dev/null
 note "tests: $(grep -E 'passed|failed|error' "$LOG/tests.log" | tail -1) $(tail -1 "$LOG/tests.log")"
 [ -f "$W/perf_backprop.json" ] && cp "$W/perf_backprop.json" "$LOG/"
 [ -d "$W/profile_ldm" ] && cp -r "$W/profile_ldm" "$LOG/"
-$PY reports/perf/summarize_round.py "$OUT" "$LOG" >"$OUT/summary.md" 2>"$LOG/summarize.err" || \
+$PY tools/device/perf/summarize_round.py "$OUT" "$LOG" >"$OUT/summary.md" 2>"$LOG/summarize.err" || \
   note "summary failed: $(tail -1 "$LOG/summarize.err")"
 tar -czf "$OUT/logs.tar.gz" -C "$W" logs
 note "done; files in \$OUT: $(cd "$OUT" && find . -type f | sort | tr '\n' ' ')"

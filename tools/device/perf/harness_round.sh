@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Harness overhead through the real CLI (stage S3 of h200_round.sh):
-#   bash reports/perf/harness_round.sh MODEL SIZE IMAGES_DIR N_IMAGES BATCH DEVICE WORKDIR OUT_JSON
+#   bash tools/device/perf/harness_round.sh MODEL SIZE IMAGES_DIR N_IMAGES BATCH DEVICE WORKDIR OUT_JSON
 # 1. random weights of conf/model/MODEL.yaml saved with torch.save (the checkpoint format the loader
 #    reads; sha256 computed), 2. `python -m bench method=ddrm task=sr4` on N_IMAGES images upscaled to SIZE
 #    with that checkpoint and the model's own speed block (adm_imagenet256: bf16 + channels_last + compile),
-#    writer thread on, 3. `python -m bench.overhead` on the run directory -> OUT_JSON.
+#    writer thread on, 3. `python -m bench.perf.overhead` on the run directory -> OUT_JSON.
 set -eu
 MODEL=$1 SIZE=$2 IMAGES=$3 NIMG=$4 BATCH=$5 DEV=$6 W=$7 OUTJ=$8
 PY=${PY:-python3}
@@ -33,4 +33,4 @@ $PY -m bench method=ddrm task=sr4 model="$MODEL" \
   dataset.limit="$NIMG" run.batch_size="$BATCH" run.results_root="$W/results" run.progress=false run.device="$DEV"
 echo "cli wall seconds (process start to exit): $(( ($(date +%s%N) - START) / 1000000 ))e-3"
 RUN=$(dirname "$(find "$W/results" -name manifest.json | head -1)")
-$PY -m bench.overhead "$RUN" --out "$OUTJ"
+$PY -m bench.perf.overhead "$RUN" --out "$OUTJ"

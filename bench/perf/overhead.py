@@ -1,4 +1,4 @@
-"""``python -m bench.overhead RUN_DIR``: how much of a run's wall time lies outside the restore call.
+"""``python -m bench.perf.overhead RUN_DIR``: how much of a run's wall time lies outside the restore call.
 
 Reads one finished run directory of ``python -m bench`` (a fresh run: one invocation) and reports
 
@@ -31,7 +31,7 @@ def breakdown(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     timings = [json.loads(p.read_text()) for p in sorted((run_dir / "timing").glob("*.json"))]
     if len(timings) != 1:
-        raise ValueError(f"{run_dir}: {len(timings)} timing records; bench.overhead needs a fresh run (exactly "
+        raise ValueError(f"{run_dir}: {len(timings)} timing records; bench.perf.overhead needs a fresh run (exactly "
                          "one invocation). Fix: run into an empty run.results_root")
     (t,) = timings
     rows = pd.read_parquet(run_dir / "per_image.parquet")
@@ -51,7 +51,7 @@ def breakdown(run_dir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.perf.overhead", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="write the breakdown as JSON (atomic)")
     args = ap.parse_args(argv)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prepare the checkout that the device tool sends for issue 17's GPU training round (run HERE, in the
 # session's own checkout root, with PyPI reachable):
-#   bash reports/train/prepare_train_round.sh
+#   bash tools/device/train/prepare_train_round.sh
 # then ONE device call:
-#   run(command="bash reports/train/h200_train_round.sh", carry=[".whl", ".devdata"], timeout_s=600)
+#   run(command="bash tools/device/train/h200_train_round.sh", carry=[".whl", ".devdata"], timeout_s=600)
 # and afterwards, whatever the call returned:
-#   bash reports/train/prepare_train_round.sh --restore
+#   bash tools/device/train/prepare_train_round.sh --restore
 #
 # Why the untracking: the tracked tree is ~54 MiB, 32 of them the LDM (bench/priors/ldm_sr_tiny), and the
 # 1000 training images (20 MiB) + wheels (7.5 MiB) would not fit the tool's 64 MiB. The round retrains that
@@ -26,16 +26,16 @@ fi
 SHARED=${SHARED:-../shared/data/imagenet-sample-96}
 [ -d "$SHARED" ] || { echo "no training images at $SHARED (set SHARED=...)" >&2; exit 1; }
 grep -qxF /.devdata/ "$EXCL" 2>/dev/null || echo /.devdata/ >>"$EXCL"
-bash reports/perf/fetch_wheels.sh
+bash tools/device/fetch_wheels.sh
 rm -rf .devdata/imagenet-sample-96 && mkdir -p .devdata/imagenet-sample-96
 cp "$SHARED"/*.png .devdata/imagenet-sample-96/
 echo "images: $(ls .devdata/imagenet-sample-96 | wc -l) in .devdata/imagenet-sample-96 (all of $SHARED)"
 grep -qxF "/$LDM/" "$EXCL" || echo "/$LDM/" >>"$EXCL"
 git rm -r -q --cached --ignore-unmatch "$LDM"
 echo "untracked for the call (index only, files kept): $LDM"
-if ! bash reports/perf/travel_size.sh .whl .devdata; then
-  echo "too large even without $LDM; undo with: bash reports/train/prepare_train_round.sh --restore" >&2
+if ! bash tools/device/travel_size.sh .whl .devdata; then
+  echo "too large even without $LDM; undo with: bash tools/device/train/prepare_train_round.sh --restore" >&2
   exit 1
 fi
-echo 'ready: run(command="bash reports/train/h200_train_round.sh", carry=[".whl", ".devdata"], timeout_s=600)'
-echo 'then:  bash reports/train/prepare_train_round.sh --restore'
+echo 'ready: run(command="bash tools/device/train/h200_train_round.sh", carry=[".whl", ".devdata"], timeout_s=600)'
+echo 'then:  bash tools/device/train/prepare_train_round.sh --restore'

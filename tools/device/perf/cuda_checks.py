@@ -8,7 +8,7 @@
 3. host syncs inside DDRM's restore on CUDA (``torch.cuda.set_sync_debug_mode("warn")``, warnings counted);
 4. what ``run.batch_size=auto`` picks for ADM-256 DDRM (the probe and the rule, no timing).
 
-    python reports/perf/cuda_checks.py --out cuda_checks.json [--images DIR] [--dry-run]
+    python tools/device/perf/cuda_checks.py --out cuda_checks.json [--images DIR] [--dry-run]
 
 ``--dry-run`` runs the same code on the CPU with adm_tiny at 32 px (plumbing check only).
 """

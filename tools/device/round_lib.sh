@@ -1,4 +1,4 @@
-# Shared by the device rounds (reports/perf/h200_round.sh, reports/train/h200_train_round.sh); sourced, not run.
+# Shared by the device rounds (tools/device/perf/h200_round.sh, tools/device/train/h200_train_round.sh); sourced, not run.
 # The caller sets T0 (start, epoch seconds), DEADLINE (seconds after T0), LOG (a folder) and PY.
 left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
 note() { echo "[round $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG/stages.txt"; }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 17's GPU training round in ONE device call (~9 minutes on one H200; see reports/train/README.md).
+# Issue 17's GPU training round in ONE device call (~9 minutes on one H200; see tools/device/README.md).
 #
-#   device:  bash reports/train/h200_train_round.sh      (after reports/train/prepare_train_round.sh here;
-#            run(command="bash reports/train/h200_train_round.sh", carry=[".whl", ".devdata"], timeout_s=600))
+#   device:  bash tools/device/train/h200_train_round.sh      (after tools/device/train/prepare_train_round.sh here;
+#            run(command="bash tools/device/train/h200_train_round.sh", carry=[".whl", ".devdata"], timeout_s=600))
 #   CPU dry run of the same logic (the trainers' small default architectures, seconds of training, on a
 #   copy of this checkout so the shipped priors are never overwritten):
-#            DRY_RUN=1 OUT=/tmp/train_round bash reports/train/h200_train_round.sh
+#            DRY_RUN=1 OUT=/tmp/train_round bash tools/device/train/h200_train_round.sh
 #
 # Stages against one DEADLINE (seconds after start):
 #   S0 wheels from .whl into /tmp/site, environment; the carried images linked where the trainers' default
@@ -29,7 +29,7 @@ W=${WORK:-/tmp/bench_train_round}; LOG=$W/logs
 rm -rf "$W"; mkdir -p "$LOG" "$OUT"
 export PYTHONUNBUFFERED=1 BENCH_OFFLINE=1 HF_HUB_OFFLINE=1 BENCH_CACHE=$W/cache
 PY=${PY:-python3}
-. reports/perf/round_lib.sh     # left, note, install_wheels, write_env (run from the checkout root)
+. tools/device/round_lib.sh     # left, note, install_wheels, write_env (run from the checkout root)
 
 DATA=$PWD/.devdata/imagenet-sample-96
 [ -d "$DATA" ] || DATA=$(cd ../shared/data/imagenet-sample-96 2>/dev/null && pwd) || DATA=""

@@ -25,8 +25,9 @@ from omegaconf import OmegaConf
 
 from bench import seeding
 from bench.batching import resolve_batch_size
-from bench.models.prior import FastForward, Precision, apply_speed, load_prior
-from bench.profiling import forward_gflop
+from bench.models.prior import load_prior
+from bench.models.speed import FastForward, Precision, apply_speed
+from bench.perf.profiling import forward_gflop
 from bench.paths import conf_dir
 from bench.provenance import device_name
 

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from bench.diffusion import alphas_cumprod, make_betas
 from bench.models.assets import sha256_file
-from bench.train import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, loss_table,
+from bench.train.common import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, loss_table,
                          pick_device, plot_losses, random_crops, repo_path, repo_relative, step_generator, train_loop,
                          warmup_lr)
 
@@ -73,7 +73,7 @@ def _default_unet() -> dict:
 
 @dataclass
 class LDMTrainConfig:
-    """Typed settings of the latent SR trainer (``bench/train_conf/ldm_sr.yaml`` documents each)."""
+    """Typed settings of the latent SR trainer (``bench/train/conf/ldm_sr.yaml`` documents each)."""
 
     name: str = "ldm_sr_tiny"
     vq: dict = field(default_factory=_default_vq)  # diffusers.VQModel kwargs
@@ -395,7 +395,7 @@ def export_ldm(cfg: LDMTrainConfig, vq, unet_ema, st: dict, wall_s: float, devic
     (pri / f"{cfg.name}.md").write_text(f"""# {cfg.name}: embedded latent-diffusion 4x SR model (diffusers format)
 
 `LDMSuperResolutionPipeline` parts (`unet/`, `vqvae/`, `scheduler/`) in `{rel}/`, trained by
-`bench/train_ldm.py`: a VQ autoencoder (f=4, 3 latent channels; L1 + L2 + commitment, no GAN), then a
+`bench/train/ldm.py`: a VQ autoencoder (f=4, 3 latent channels; L1 + L2 + commitment, no GAN), then a
 UNet2DModel (in_channels 6: noisy latent + 4x block-averaged LR image) with the DDPM eps loss under the
 hub model's scheduler (scaled_linear 0.0015..0.0155, T=1000). Small and briefly trained: NOT comparable
 to `CompVis/ldm-super-resolution-4x-openimages`. Use: `python -m bench method=srldm method.ldm.local_dir={rel}`.

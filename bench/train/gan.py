@@ -52,10 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.diffaugment import check_policy, diff_augment
-from bench.models.biggan_train import (Discriminator, generate, latents, random_generator_like, resized_images,
+from bench.train.diffaugment import check_policy, diff_augment
+from bench.train.gan_parts import (Discriminator, generate, latents, random_generator_like, resized_images,
                                        standing_stats, stats_indices, trainable_biggan)
-from bench.train import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, loss_table,
+from bench.train.common import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, loss_table,
                          pick_device, random_crops, repo_path, repo_relative, save_fp16_safetensors, step_generator,
                          train_loop, warmup_lr, window_means)
 
@@ -75,7 +75,7 @@ def _default_generator() -> dict:
 
 @dataclass
 class GANTrainConfig:
-    """Typed settings of the GAN trainer (``bench/train_conf/gan64.yaml`` documents each)."""
+    """Typed settings of the GAN trainer (``bench/train/conf/gan64.yaml`` documents each)."""
 
     name: str = "biggan64_imagenet96"
     generator: dict = field(default_factory=_default_generator)  # BigGANConfig kwargs
@@ -299,7 +299,7 @@ def gan_card(cfg: GANTrainConfig, info: dict, d_losses, g_losses, rec_losses, da
     return f"""# {name}: embedded BigGAN-deep generator for DGP (embedded demo prior)
 
 A `pytorch-pretrained-biggan` BigGAN-deep generator at {gen['output_dim']}x{gen['output_dim']} trained by
-`bench/train_gan.py` as an **unconditional** GAN (`num_classes=1`: one class embedding; the data has one
+`bench/train/gan.py` as an **unconditional** GAN (`num_classes=1`: one class embedding; the data has one
 image per ImageNet class, so class conditioning would be memorisation). The default generator of
 `method=dgp` (`method.generator.source=embedded`). Small and briefly trained: NOT comparable to BigGAN-deep.
 

@@ -1,4 +1,4 @@
-"""Training-side pieces of the embedded BigGAN-deep (``bench/train_gan.py``; DGP's prior comparison).
+"""Training-side pieces of the embedded BigGAN-deep (``bench/train/gan.py``; DGP's prior comparison).
 
 * :func:`trainable_biggan`: the ``pytorch-pretrained-biggan`` generator with batch-statistics batch norms
   (:class:`TrainBatchNorm`, swapped in for training; same state dict as the package's);
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models.biggan import exact_spectral_vectors, init_biggan
-from bench.train import step_generator
+from bench.train.common import step_generator
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -51,7 +51,7 @@ def trainable_biggan(generator: dict, seed: int = 0) -> nn.Module:
     gen = dict(generator)
     if int(gen.get("num_classes", 1)) != 1:
         raise ValueError(f"generator.num_classes={gen['num_classes']}: this trainer trains an unconditional "
-                         "generator (one image per class in the data; see bench/train_gan.py). Fix: num_classes=1")
+                         "generator (one image per class in the data; see bench/train/gan.py). Fix: num_classes=1")
     if gen.get("class_embed_dim", gen["z_dim"]) != gen["z_dim"]:
         raise ValueError("generator.class_embed_dim must equal z_dim (the package concatenates z and the embedding "
                          "into a 2*z_dim condition vector)")
@@ -136,7 +136,7 @@ def standing_stats(G: nn.Module, g: torch.Generator, batches: int, batch: int,
     bns = [m for m in G.modules() if isinstance(m, BigGANBatchNorm)]
     n_stats = bns[0].running_means.shape[0]
     if type(bns[0]) is BigGANBatchNorm:
-        raise TypeError("standing_stats needs batch-statistics batch norms (bench.train_gan.trainable_biggan)")
+        raise TypeError("standing_stats needs batch-statistics batch norms (bench.train.gan.trainable_biggan)")
     acc: dict = {}
     hooks = [m.register_forward_pre_hook(lambda m, args: acc[m].append(torch.var_mean(
         args[0].float(), dim=(0, 2, 3), correction=0))) for m in bns]

@@ -2,7 +2,7 @@
 # Issue 12's observation, reproduced and fixed on the CPU (evidence: cpu_batch_independence.json):
 #   DDRM deblur_gauss, 16 ImageNet-sample images at 64 px, the embedded prior, run.batch_size=1|2|4,
 #   without and with model.speed.micro_batch=1; the restored PNGs are compared against batch 1.
-#   bash reports/perf/cpu_batch_independence.sh [RESULTS_DIR] [OUT_JSON]
+#   bash tools/cpu_batch_independence.sh [RESULTS_DIR] [OUT_JSON]
 set -eu
 R=${1:-/tmp/bench_bi}; OUTJ=${2:-reports/perf/cpu_batch_independence.json}
 PY=${PY:-python3}

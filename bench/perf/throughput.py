@@ -2,7 +2,7 @@
 
 For each method (``unet``: the ADM prior's forward; ``ldm_unet``: the LDM-SR UNet forward at the latent
 size; any ``conf/method/<name>.yaml``: the method's ``restore`` on task ``--task``, built generically, see
-:mod:`bench.perf_cells`), batch and step count,
+:mod:`bench.perf.cells`), batch and step count,
 it builds the method in every speed mode with RANDOM weights of the configured architecture (no download),
 warms each up (``--warmup`` calls and at least ``--warmup-seconds``; compilation happens there), then
 times ``--repeats`` calls per mode with device synchronisation, interleaved across modes (repeat r of
@@ -18,13 +18,13 @@ Modes: ``<precision>[+cl][+fused][+cudnn][+mbN][+compile[=MODE]][+graph]`` with 
 fp16; ``cl`` = channels_last, ``fused`` = fused GroupNorm+SiLU, ``cudnn`` = cudnn.benchmark, ``mbN`` =
 micro-batches of N, ``compile=MODE`` a torch.compile mode (``ro`` = ``compile=reduce-overhead``,
 ``autotune`` = ``compile=max-autotune-no-cudagraphs``), ``graph`` = manual CUDA-graph capture. They go
-through the model config's ``speed:`` block (:class:`bench.models.prior.Precision`, the same path as a
+through the model config's ``speed:`` block (:class:`bench.models.speed.Precision`, the same path as a
 normal run), with the CPU opt-ins (``cpu_autocast``, ``cpu_compile``) switched on because the mode was
 asked for explicitly. ``--batch`` takes integers and ``auto`` (:mod:`bench.batching`'s memory model).
 ``--fp32-methods`` limits the fp32 baseline to some methods, ``--grad-modes`` gives the modes of methods
 that back-propagate through the prior (compiling a backward is slow), ``--method-steps name=N`` overrides
 ``--steps`` per method. ``--profile DIR`` profiles one extra call of every cell of ``--profile-modes``
-(:mod:`bench.profiling`: profile.json + profile.md). The JSON is rewritten after every method, so a run
+(:mod:`bench.perf.profiling`: profile.json + profile.md). The JSON is rewritten after every method, so a run
 cut short keeps what it measured. ``--ldm hub-shapes`` builds diffusers ``UNet2DModel`` / ``VQModel`` with the CompVis
 LDM-SR shapes (reference-implementations.md A5); the UNet has 113,622,563 parameters, equal to the
 reference count of the openaimodel layout (attention only at downsample rate 8: CompVis'
@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 
 from bench.models import prior as prior_mod
-from bench.models.prior import COMPILE_MODES, PRECISIONS, Precision
-from bench.perf_cells import BUILTIN, build_cell, method_names, method_spec, model_config, speed_block
-from bench.profiling import profile_call, write_summary
+from bench.models.speed import COMPILE_MODES, PRECISIONS, Precision
+from bench.perf.cells import BUILTIN, build_cell, method_names, method_spec, model_config, speed_block
+from bench.perf.profiling import profile_call, write_summary
 from bench.provenance import device_name, environment, now_iso
 from bench.results import write_json
 
@@ -124,7 +124,7 @@ def _backprops(method: str) -> bool:
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
-    from bench.perf_cells import CONF
+    from bench.perf.cells import CONF
 
     target = OmegaConf.load(CONF / "method" / f"{method}.yaml").method.get("_target_")
     return bool(getattr(get_class(target), "backprop_through_prior", False)) if target else False
@@ -308,6 +308,3 @@ def main(argv=None) -> int:
         err(f"wrote {args.out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 
 def resource(*args, **kwargs):
-    raise RuntimeError("boto3 shim (reports/perf/device_shims): S3 downloads are unavailable on the offline "
+    raise RuntimeError("boto3 shim (tools/device/perf/device_shims): S3 downloads are unavailable on the offline "
                        "device machine; carry the real boto3/botocore wheels to use them")
 
 

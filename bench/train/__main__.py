@@ -1,0 +1,5 @@
+"""``python -m bench.train``: see :mod:`bench.train.cli`."""
+
+from bench.train.cli import main
+
+main()
