@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.checks import (ConfigError, RunLog, StorageError, check_dataset_options, check_missing,
                           check_results_root, check_run_options, storage_error)
 from bench.batching import resolve_batch_size
+from bench.cli_errors import checked
 from bench.data import DatasetError
 from bench.models.assets import AssetError
 from bench.paths import conf_dir
@@ -345,6 +346,7 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+@checked  # misspelt keys and options, unquoted values: "did you mean", exit 2 before Hydra starts
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     with sigterm_raises():
