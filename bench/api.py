@@ -78,9 +78,17 @@ def compose(method: str | None = None, task: str | None = None, overrides: Seque
 
     from bench.cli import CONF_DIR
 
-    with initialize_config_dir(config_dir=CONF_DIR, job_name="bench", version_base="1.3"):
-        return hydra_compose(config_name="config",
-                             overrides=to_overrides(method, task, overrides, config_dirs, **kw))
+    from bench.cli_errors import problems
+
+    ovs = to_overrides(method, task, overrides, config_dirs, **kw)
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, job_name="bench", version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=ovs)
+    except Exception as err:  # Hydra's composition errors: the CLI's "did you mean" / quoting message instead
+        found = problems(ovs, conf_dir=CONF_DIR, shell=False)
+        if found:
+            raise ValueError("\n".join(found)) from err
+        raise
 
 
 def run(method: str | None = None, task: str | None = None, *, overrides: Sequence[str] = (),
