@@ -1,4 +1,5 @@
-"""``python -m bench.verify RUN_DIR|RESULTS_ROOT``: check stored results against the files on disk.
+"""``python -m bench.verify [RUN_DIR|RESULTS_ROOT]``: check stored results against the files on disk
+(default: ``results``, the default ``run.results_root``).
 
 For every run (a folder holding ``manifest.json``; ``.replaced/``, ``.multirun/`` and other dot-folders are
 skipped) and every row in ``rows/``:
@@ -33,6 +34,8 @@ from bench.imageio import read_png_u8
 from bench.results import check_row, read_json, reference_problem, run_reference_dir
 
 CHECKED = ("psnr", "ssim", "lpips")
+#: checked when no path is given (relative to the working directory), as ``python -m bench.report --results``
+DEFAULT_ROOT = Path("results")
 
 
 @dataclass
@@ -146,10 +149,18 @@ def _notes(run_dir: Path, rows: dict, rep: RunReport) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.verify", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("path", type=Path, help="a run directory or a results root (run.results_root)")
+    p.add_argument("path", type=Path, nargs="?", default=None,
+                   help=f"a run directory or a results root (run.results_root; default: {DEFAULT_ROOT})")
     p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance of recomputed PSNR / SSIM")
     p.add_argument("--lpips-atol", type=float, default=1e-4, help="absolute tolerance of recomputed LPIPS")
     a = p.parse_args(argv)
+    if a.path is None:
+        a.path = DEFAULT_ROOT
+        if not a.path.is_dir():
+            print(f"error: no results folder {str(a.path)!r} in {str(Path.cwd())!r} (the default: "
+                  "run.results_root of python -m bench). Fix: run from the folder you launched python -m bench "
+                  "in, or pass the results root or a run directory: python -m bench.verify PATH", file=sys.stderr)
+            return 2
     if not a.path.exists():
         print(f"error: {str(a.path)!r} does not exist. Fix: pass a run directory or a results root.", file=sys.stderr)
         return 2
