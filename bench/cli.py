@@ -148,10 +148,14 @@ class Cell:
     device: object
     force: bool
     metrics: PerImageMetrics
+    outcome: dict  # see run_from_config
 
 
-def run_from_config(cfg: DictConfig) -> Path | None:
-    """Run one cell. Returns the run directory (None when skipped)."""
+def run_from_config(cfg: DictConfig, outcome: dict | None = None) -> Path | None:
+    """Run one cell. Returns the run directory (None when skipped). ``outcome``, when given, receives what a
+    sweep's summary shows of the cell (:mod:`bench.sweep`): ``skipped`` (the reason), or ``expected`` (the
+    shard's images), ``new`` (restored by this invocation) and ``summary`` (the printed summary)."""
+    outcome = {} if outcome is None else outcome
     c = OmegaConf.to_container(cfg, resolve=True)
     check_missing(c, OmegaConf.to_container(cfg, resolve=False))
     check_run_options(c["run"])
@@ -174,6 +178,7 @@ def run_from_config(cfg: DictConfig) -> Path | None:
         skip = root / dname / task.name / method.name / "SKIPPED.json"
         write_json(skip, {"method": method.name, "task": task.name, "reason": reason, "at": now_iso()})
         print(f"[bench] skipped {method.name} x {task.name}: {reason} (recorded in {skip})")
+        outcome["skipped"] = reason
         return None
 
     dataset = _instantiate(_strip(c["dataset"], "name"))
@@ -186,7 +191,8 @@ def run_from_config(cfg: DictConfig) -> Path | None:
     versions = {"metrics": metrics.manifest_entry()["versions"]}
     chash = config_hash(c, dman["sha256"], code["fingerprint"], versions)
     store = RunStore(root, dname, task.name, method.name, method.steps, chash)
-    cell = Cell(c, root, task, method, dataset, dman, code, versions, chash, store, device, force, metrics)
+    cell = Cell(c, root, task, method, dataset, dman, code, versions, chash, store, device, force, metrics,
+                outcome)
     ids = {e.id for e in dataset.entries}
     runlog = RunLog()
     try:
@@ -232,7 +238,7 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
             runlog.note(msg)
         if len(done) == len(ids):
             runlog.note(f"{store.dir}: all {len(ids)} images of this shard are done and verified; nothing to do")
-            print_summary(store)
+            cell.outcome.update(expected=len(ids), new=0, summary=print_summary(store))
             _log(cell.c, store, cell.root)
             return store.dir
         runlog.note(f"resume: {len(done)} of {len(ids)} images are done and verified; restoring "
@@ -253,7 +259,8 @@ def _run_cell(cell: Cell, runlog: RunLog) -> Path:
     if timing is not None:
         write_json(store.dir / "timing" / f"{timing['invocation']}.json", timing)
     store.consolidate()
-    runlog.note(f"finished: {json.dumps(print_summary(store), default=str)}", echo=False)
+    cell.outcome.update(expected=len(ids), new=len(ids) - len(done), summary=print_summary(store))
+    runlog.note(f"finished: {json.dumps(cell.outcome['summary'], default=str)}", echo=False)
     _log(cell.c, store, cell.root)
     return store.dir
 
@@ -348,10 +355,14 @@ def _in_multirun() -> bool:
 
 @checked  # misspelt keys and options, unquoted values: "did you mean", exit 2 before Hydra starts
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
+    """Returns the run directory and the outcome: a multirun job's return value, which
+    :class:`bench.sweep.SweepSummary` records for the sweep's summary (a single run ignores it)."""
     with sigterm_raises():
+        outcome: dict = {}
         try:
-            run_from_config(cfg)
+            outcome["run_dir"] = run_from_config(cfg, outcome)
+            return outcome
         except Interrupted as stop:
             print(f"[bench] {stop.message}", file=sys.stderr)
             sys.exit(stop.code)

@@ -70,12 +70,12 @@ NON_SEMANTIC = {
 
 #: modules of ``bench/`` (paths relative to it, fnmatch patterns) that never run while a run makes its
 #: outputs (images, degraded images, rows): the report, verification, training, the perf tool, experiment
-#: trackers, provenance collection, the entry point, the sweep bookkeeping and the up-front value and
-#: command-line checks.
+#: trackers, provenance collection, the entry point, the sweep bookkeeping, the up-front value and
+#: command-line checks and the notices (printed text only, bench/notices.py).
 #: Every other ``*.py`` under ``bench/`` is in the code fingerprint (cli, runner, results, data, imageio,
 #: tasks, seeding, diffusion, operators/, methods/, models/, metrics/, ... and any new module not listed).
 CODE_EXCLUDED = ("report/*", "verify.py", "train/*", "perf/*", "loggers.py", "provenance.py", "__main__.py",
-                 "sweep.py", "checks.py", "cli_errors.py")
+                 "sweep.py", "checks.py", "cli_errors.py", "notices.py")
 
 
 def _drop_path_of_hashed_files(node):

@@ -25,6 +25,7 @@ from bench.imageio import png_bytes, save_png, to_uint8
 from bench.methods.base import Method
 from bench.metrics.per_image import PerImageMetrics
 from bench.metrics.pixel import psnr_ssim
+from bench.notices import notice
 from bench.provenance import device_name, now_iso
 from bench.results import RunStore, reference_problem, write_json, write_reference
 from bench.tasks import Degradation, Task
@@ -150,7 +151,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
     if opts.metrics is None:
         opts.metrics = PerImageMetrics(device=device)
     if opts.metrics.lpips_na:
-        print(f"[bench] LPIPS n/a for this run: {opts.metrics.lpips_na}")
+        notice(f"LPIPS n/a for this run: {opts.metrics.lpips_na}")  # once per sweep (bench/notices.py)
     t_warm = time.perf_counter()
     warm_up_writer(opts.metrics)
     timer.seconds["writer_warmup"] = time.perf_counter() - t_warm

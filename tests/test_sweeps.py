@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -87,16 +89,72 @@ def test_two_shards_writing_at_once(tmp_path):
     _assert_complete(run, 4)
 
 
-def test_sweep_through_the_submitit_local_launcher(tmp_path):
+def test_sweep_through_the_submitit_local_launcher(tmp_path, monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run_cli("-m", "hydra/launcher=local", "method=bicubic", "task=sr4,denoise", "dataset.limit=1",
-            results_root=tmp_path)
-    runs = run_dirs(tmp_path)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # empty: LPIPS is n/a (a notice per job)
+    # a folder per job, as Hydra's default subdir makes: they stay empty and must be gone at the end
+    proc = run_cli("-m", "hydra/launcher=local", "hydra.sweep.subdir=${hydra.job.num}", "method=bicubic",
+                   "task=sr4,denoise", "dataset.limit=1", results_root=tmp_path / "results")
+    runs = run_dirs(tmp_path / "results")
     assert sorted(d.parts[-3] for d in runs) == ["denoise", "sr4"]
     for run in runs:  # the cell's own command, not submitit's `python .../submitit/core/_submit.py ...`
         command = json.loads((run / "manifest.json").read_text())["command"]
         assert command.startswith("python -m bench ") and f"task={run.parts[-3]}" in command.split(), command
         assert "submitit" not in command and "," not in command
+    # the jobs ran in other processes: the launching process knows them from their records only
+    rows = _summary_rows(proc.stdout)
+    assert [(r["cell"], r["images"], r["status"]) for r in rows.values()] == [
+        ("bicubic/sr4/default", "1/1", "ok"), ("bicubic/denoise/default", "1/1", "ok")]
+    _assert_means(rows, tmp_path / "results")
+    assert (proc.stdout + proc.stderr).count("LPIPS n/a for this run") == 1  # each job said it, in its log
+    assert proc.stdout.splitlines()[-1] == f"next: python -m bench.report --results {tmp_path / 'results'}"
+    sweep = next((tmp_path / "results" / ".multirun").iterdir())
+    assert not [d for d in sweep.rglob("*") if d.is_dir() and not any(d.iterdir())]
+    assert list(sweep.glob(".submitit/*/*_log.out"))  # the jobs' logs are kept
+
+
+def _summary_rows(out: str) -> dict[int, dict]:
+    """The sweep summary's table: {job num: {column: text}} (columns are separated by 2+ spaces)."""
+    lines = out[out.index("[bench] sweep summary"):].splitlines()
+    header = re.split(r"\s{2,}", lines[1].strip())
+    assert header == ["#", "cell", "images", "PSNR", "SSIM", "img/s", "status"], lines[1]
+    rows = {}
+    for line in lines[2:]:
+        if not re.match(r"\s+\d+\s\s", line):
+            break
+        cols = re.split(r"\s{2,}", line.strip())
+        rows[int(cols[0])] = dict(zip(header, cols))
+    return rows
+
+
+def _run_of(cell: str, root: Path) -> Path:
+    """The run directory of a summary row's cell (``method/task/steps [dataset.image_size=N]``)."""
+    label, *swept = cell.split()
+    method, task, steps = label.split("/")
+    runs = [d for d in run_dirs(root) if d.parts[-3:-1] == (task, method) and d.name.startswith(f"{steps}-")]
+    if swept:  # dataset.image_size=N told the cells apart
+        size = int(swept[0].removeprefix("dataset.image_size="))
+        runs = [d for d in runs if json.loads((d / "manifest.json").read_text())["dataset"]["image_size"] == size]
+    (run,) = runs
+    return run
+
+
+def _assert_means(rows: dict[int, dict], root) -> None:
+    """Every ok row shows its run's per-image means (per_image.parquet) and pooled img/s (timing/*.json)."""
+    checked = 0
+    for row in rows.values():
+        if row["status"] == "FAILED (below)" or row["status"].startswith("skipped"):
+            continue
+        run = _run_of(row["cell"], root)
+        df = pd.read_parquet(run / "per_image.parquet")
+        assert row["images"].split()[0] == f"{len(df)}/{len(df)}"
+        assert float(row["PSNR"]) == pytest.approx(df["psnr"].mean(), abs=0.006)
+        assert float(row["SSIM"]) == pytest.approx(df["ssim"].mean(), abs=6e-5)
+        timings = [json.loads(p.read_text()) for p in (run / "timing").glob("*.json")]
+        rate = sum(t["timed_images"] for t in timings) / sum(t["restore_seconds"] for t in timings)
+        assert float(row["img/s"]) == pytest.approx(rate, rel=0.01)
+        checked += 1
+    assert checked
 
 
 def test_wandb_offline_logs_locally(tmp_path):
@@ -161,7 +219,8 @@ def test_ctrl_c_and_sigterm_keep_finished_images_and_say_so(tmp_path):
     assert verify([str(run)]) == 0  # what was kept is complete and matches its rows
 
 
-def test_a_failing_cell_does_not_stop_the_sweep_and_is_listed_at_the_end(tmp_path):
+def test_a_failing_cell_does_not_stop_the_sweep_and_is_listed_at_the_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # empty: LPIPS is n/a
     proc = run_cli("-m", "method=bicubic", "task=sr4", "dataset.limit=1", "dataset.image_size=4,32",
                    results_root=tmp_path, check=False)
     assert proc.returncode == 1, proc.stderr
@@ -173,6 +232,46 @@ def test_a_failing_cell_does_not_stop_the_sweep_and_is_listed_at_the_end(tmp_pat
     assert line.endswith("DatasetError: image_size=4 is too small; use >= 8 or null for native size")
     assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
     assert json.loads(next(tmp_path.rglob(".failed/0.json")).read_text())["error"] == "DatasetError"
+    # the table: the swept value that tells the two cells apart is in the cell column
+    rows = _summary_rows(proc.stdout)
+    assert rows[0] == {"#": "0", "cell": "bicubic/sr4/default dataset.image_size=4", "images": "-", "PSNR": "-",
+                       "SSIM": "-", "img/s": "-", "status": "FAILED (below)"}
+    assert rows[1]["cell"] == "bicubic/sr4/default dataset.image_size=32" and rows[1]["status"] == "ok"
+    _assert_means(rows, tmp_path)
+    assert "1 ok, 0 skipped, 1 failed" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == f"next: python -m bench.report --results {tmp_path}"
+    assert (proc.stdout + proc.stderr).count("LPIPS n/a for this run") == 1
+
+
+# the grid of issue 21: methods x tasks, one cell skipped (gdp_x0 has no official scale for denoise)
+GRID = ("-m", "method=bicubic,ddrm,gdp_x0", "task=sr4,denoise", "model=adm_tiny", "steps=2", "dataset.limit=2",
+        "dataset.image_size=32")
+
+
+def test_a_sweep_ends_with_one_table_each_notice_once_and_what_to_run_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # empty: LPIPS is n/a in every cell
+    proc = run_cli(*GRID, results_root=tmp_path)
+    rows = _summary_rows(proc.stdout)
+    assert [(r["cell"], r["status"]) for r in rows.values()] == [
+        ("bicubic/sr4/default", "ok"), ("bicubic/denoise/default", "ok"), ("ddrm/sr4/steps2", "ok"),
+        ("ddrm/denoise/steps2", "ok"), ("gdp_x0/sr4/steps2", "ok"),
+        ("gdp_x0/denoise/steps2", "skipped: GDP has no official guidance scale for task 'denoise'")]
+    assert rows[5]["images"] == rows[5]["PSNR"] == "-"
+    _assert_means(rows, tmp_path)
+    assert "6 cell(s), 5 ok, 1 skipped, 0 failed" in proc.stdout
+    assert (proc.stdout + proc.stderr).count("LPIPS n/a for this run") == 1  # not once per cell
+    assert proc.stdout.splitlines()[-1] == f"next: python -m bench.report --results {tmp_path}"
+    sweep = next((tmp_path / ".multirun").iterdir())
+    assert sorted(p.name for p in sweep.iterdir()) == [".cells", "multirun.yaml"]  # no folder per job
+    assert len(list((sweep / ".cells").glob("*.json"))) == 6
+
+    again = run_cli(*GRID, results_root=tmp_path)  # everything is there: the summary says so
+    assert [r["status"] for r in _summary_rows(again.stdout).values()] == ["resumed (nothing new)"] * 5 + [
+        rows[5]["status"]]
+    grown = run_cli("-m", "method=bicubic", "task=sr4", *GRID[3:5], "dataset.limit=3", "dataset.image_size=32",
+                    results_root=tmp_path)
+    (row,) = _summary_rows(grown.stdout).values()
+    assert row["images"] == "3/3" and row["status"] == "ok (resumed, +1 new)"
 
 
 def test_slurm_preset_requeues_and_names_jobs_after_their_cell(tmp_path, monkeypatch):
