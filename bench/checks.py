@@ -73,6 +73,38 @@ def check_missing(resolved: dict, raw: dict) -> None:
                       "'dataset.root=\"/data/my images\"'.)")
 
 
+#: the config nodes the CLI instantiates, and what their files look like (docs/extending.md)
+TARGETS = {
+    "method": "a method file is `# @package _global_` (first line), a top-level `steps:` and "
+              "`method: {_target_: package.module.Class, name: ..., <keyword arguments>}`",
+    "task.operator": "a task file has `operator: {_target_: package.module.Class, <keyword arguments>}`",
+    "dataset": "a dataset file has `_target_: package.module.Class`, `name:` and the keyword arguments",
+}
+
+
+def check_targets(c: dict) -> None:
+    """Every node the CLI instantiates names its class. A method file whose ``# @package _global_`` header
+    Hydra did not read (it must be the first line: a comment line before it ends Hydra's header parsing)
+    lands under ``method:``, so ``method.method._target_`` exists and ``method._target_`` does not; without
+    this check the run fails inside the user's class with ``unexpected keyword argument 'name'``."""
+    for key, shape in TARGETS.items():
+        node = _lookup(c, key)
+        if not isinstance(node, dict) or "_target_" in node:
+            continue
+        group = key.split(".", 1)[0]
+        inner = node.get(group)
+        if group == "method" and isinstance(inner, dict) and "_target_" in inner:
+            raise ConfigError(
+                f"method: the method config has no _target_ but method.method has one "
+                f"({inner['_target_']}): Hydra merged the method file under `method:` because it did not read "
+                "its `# @package _global_` header. Hydra reads that header only at the very top of a file; any "
+                "other comment line before it (e.g. `# file: ...`) turns it into an ordinary comment. Fix: make "
+                f"`# @package _global_` the first line of your method/{inner.get('name', '<name>')}.yaml "
+                "(comments go below it; docs/extending.md).")
+        raise ConfigError(f"{key}: the config has no _target_ (keys: {sorted(node)}), so there is no class to "
+                          f"build. Fix: {shape} (docs/extending.md).")
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

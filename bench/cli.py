@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bench.checks import (ConfigError, RunLog, StorageError, check_dataset_options, check_missing,
-                          check_results_root, check_run_options, storage_error)
+                          check_results_root, check_run_options, check_targets, storage_error)
 from bench.batching import resolve_batch_size
 from bench.cli_errors import checked
 from bench.data import DatasetError
@@ -160,6 +160,7 @@ def run_from_config(cfg: DictConfig, outcome: dict | None = None) -> Path | None
     check_missing(c, OmegaConf.to_container(cfg, resolve=False))
     check_run_options(c["run"])
     check_dataset_options(c["dataset"])
+    check_targets(c)
     metrics_cfg = MetricsConfig.from_config(c.get("metrics"))
     root = check_results_root(c["run"]["results_root"])
     force = bool(c["run"].get("force", False))

@@ -54,3 +54,29 @@ def test_config_dirs_add_user_groups(tmp_path):
     cfg = compose("bicubic", "sr2", config_dirs=[tmp_path / "conf"])
     assert cfg.task.operator.factor == 2 and cfg.method.name == "bicubic"
     assert not GlobalHydra.instance().is_initialized()
+
+
+def test_a_method_file_whose_package_header_is_not_first_says_so(tmp_path):
+    """Hydra reads `# @package _global_` only at the top of a file: below another comment line the method
+    lands under `method:`. The run then used to fail inside the user's class ("unexpected keyword argument
+    'name'"); it now names the header and the fix before building anything (bench/checks.py)."""
+    from bench.checks import ConfigError
+
+    (tmp_path / "conf" / "method").mkdir(parents=True)
+    (tmp_path / "conf" / "method" / "headerless.yaml").write_text(
+        "# file: conf/method/headerless.yaml\n# @package _global_\nsteps: null\n"
+        "method:\n  _target_: bench.methods.baselines.Bicubic\n  name: headerless\n  mode: bicubic\n")
+    with pytest.raises(ConfigError, match=r"(?s)`# @package _global_` the first line of your method/headerless\.yaml"):
+        bench.run("headerless", "sr4", config_dirs=[tmp_path / "conf"], run__results_root=str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+    assert not GlobalHydra.instance().is_initialized()
+
+
+def test_a_node_without_target_names_the_expected_shape(tmp_path):
+    from bench.checks import ConfigError
+
+    (tmp_path / "conf" / "dataset").mkdir(parents=True)
+    (tmp_path / "conf" / "dataset" / "no_target.yaml").write_text("name: no_target\nroot: x\nlimit: null\n")
+    with pytest.raises(ConfigError, match=r"dataset: the config has no _target_ \(keys: \['limit', 'name', 'root'\]\)"):
+        bench.run("bicubic", "sr4", dataset="no_target", config_dirs=[tmp_path / "conf"],
+                  run__results_root=str(tmp_path / "r"))
