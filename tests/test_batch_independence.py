@@ -1,7 +1,7 @@
 """Do results depend on the batch size? Where they do (CPU kernels blocked per batch shape), by how much;
 and ``model.speed.micro_batch`` making them bit-identical.
 
-Measured with the embedded prior (README "Performance"): DDRM ``deblur_gauss``, 16 ImageNet-sample images at
+Measured with the embedded prior (docs/performance.md): DDRM ``deblur_gauss``, 16 ImageNet-sample images at
 64 px, batch 1 vs 2 vs 4: 2 of 196,608 8-bit values differ, by one level, without micro-batches; none with
 ``model.speed.micro_batch=1``. The cause is the network (oneDNN convolutions and MKL GEMMs pick their
 blocking per batch shape: ~1e-6 differences), not the operators or the per-image noise (exact, below).

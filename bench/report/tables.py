@@ -263,7 +263,7 @@ def caption(df: pd.DataFrame, pv: pd.DataFrame, conventions: list[str]) -> list[
         sig = sorted({_num(v) for v in df["task_sigma"] if _num(v) > 0})
         if sig:
             conv = ", ".join(f"our {v:g} in [0, 1] units = Liu's {2 * v:g} in [-1, 1] units" for v in sig)
-            out.append(f"Noise sigma: {conv} (README \"Task conventions\": this reading reproduces Liu's "
+            out.append(f"Noise sigma: {conv} (docs/datasets-and-tasks.md \"Task conventions\": this reading reproduces Liu's "
                        "baseline row).")
     return out
 

@@ -1,7 +1,7 @@
 """Markdown summary of one h200_round.sh run against issue 16's targets: ``summarize_round.py OUT LOGDIR``.
 
 Reads what the round wrote (perf_adm256.json, perf_srldm.json, profile/profile.json, harness.json,
-cuda_checks.json, logs/stages.txt, logs/junit.xml) and prints the tables README "Performance" needs. Every
+cuda_checks.json, logs/stages.txt, logs/junit.xml) and prints the tables docs/performance.md needs. Every
 missing piece is said so ("not measured: <why>"), never filled in.
 """
 
