@@ -119,7 +119,7 @@ def test_valid_commands_still_run_through_hydra(monkeypatch, capsys, tmp_path):
     assert code == 0 and "hydra_bash_completion" in out
 
     cells = []
-    monkeypatch.setattr(bench.cli, "run_from_config", lambda cfg: cells.append((cfg.method.name, cfg.task.name)))
+    monkeypatch.setattr(bench.cli, "run_from_config", lambda cfg, outcome=None: cells.append((cfg.method.name, cfg.task.name)))
     code, out, err = _main(monkeypatch, capsys, "-m", "method=bicubic,ddrm", "task=sr4",
                            f"run.results_root={tmp_path / 'res'}")
     assert code == 0, err
