@@ -28,7 +28,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 
-QUOTING = ("README \"Quoting\": a value with more than ASCII letters, digits, spaces and / . _ - + : @ needs "
+QUOTING = ("docs/usage.md \"Quoting\": a value with more than ASCII letters, digits, spaces and / . _ - + : @ needs "
            "Hydra's quotes inside the shell's")
 GRAMMAR = "https://hydra.cc/docs/1.2/advanced/override_grammar/basic"
 

@@ -1,7 +1,7 @@
 """Image I/O at the harness boundary: decode image files faithfully into float RGB in [0, 1], and write
 lossless 8-bit PNGs atomically, readable by colleagues.
 
-Decoding (:func:`load_image`; documented once, applied everywhere, README "Datasets"):
+Decoding (:func:`load_image`; documented once, applied everywhere, docs/datasets-and-tasks.md):
 * the EXIF orientation is applied (as ``PIL.ImageOps.exif_transpose``), so the ground truth is the
   upright picture a viewer shows, not the sensor's raw row order;
 * 16-bit colour keeps 16-bit precision: PIL reduces 16-bit RGB(A) / gray+alpha PNGs and TIFFs and 16-bit
