@@ -354,6 +354,29 @@ def test_fid_with_weights_cached(random_inception, tmp_path, offline):
     assert (out2 / "runs.csv").read_bytes() == (out / "runs.csv").read_bytes()
 
 
+def test_fid_on_the_common_images(random_inception, tmp_path, offline):
+    """A run holding more images than the table shares: its FID in the table is over the common images (from
+    the cached per-image features), runs.csv keeps the FID over its own images."""
+    from bench.report import aggregate
+    from bench.report import dataset_metrics as dm
+
+    root = tmp_path / "results"
+    _cell(root, "method=bicubic", "dataset.limit=3")
+    _cell(root, "method=bicubic", "method.mode=bilinear", "dataset.limit=2")
+    out = report(root, tmp_path / "r", "--inception-weights", str(random_inception), "--bootstrap", "50")
+    df = pd.read_csv(out / "runs.csv").set_index("label")
+    assert df.loc["bicubic (mode=bicubic)", "fid_n"] == 3 and df.loc["bicubic (mode=bilinear)", "fid_n"] == 2
+    run = next(r for r in aggregate.scan(root) if len(r.ids) == 3)
+    res = dm.Resources(inception_weights=random_inception)
+    on_common = dm.fid_entry(root, run, res, run.ids[:2])["value"]["fid"]
+    assert on_common != pytest.approx(df.loc["bicubic (mode=bicubic)", "fid"])
+    readme = (out / "README.md").read_text()
+    head, rows = _table(readme, "sample / sr4")
+    cell = _col(head, rows_by(rows)["bicubic (mode=bicubic)"], "FID ↓")
+    assert cell.startswith(f"{on_common:.2f} ⚠") and "n=2 < 2048" in readme
+    assert "not the common set" not in readme and "N = 2" in readme
+
+
 def test_cached_features_incremental_and_keyed_by_weights(tmp_path):
     """Per-image feature cache: only new ids are computed; other weights get their own entry."""
     from bench.imageio import save_png
