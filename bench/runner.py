@@ -184,6 +184,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
         "peak_memory_mb": _peak_memory_mb(device),
         "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "device_name": device_name(device),
+        "num_threads": torch.get_num_threads(),  # CPU threads: throughput depends on them
         "batch_size": opts.batch_size,
         "batch_rule": opts.batch_rule,
         "seconds": {**timer.seconds, "total": time.perf_counter() - t0},

@@ -352,6 +352,19 @@ def _row_na(r: Run, metric: str) -> str:
     return "no finite values"
 
 
+_THREADS = re.compile(r"\((\d+) threads\)")
+
+
+def threads_label(timings: list[dict]) -> str:
+    """CPU threads of the restore calls: ``num_threads`` of the timing files (recorded since issue 22), else
+    the ``(N threads)`` of an older CPU device name, else ``unknown``; several values joined by `` / ``."""
+    found = set()
+    for t in timings:
+        m = _THREADS.search(str(t.get("device_name", "")))
+        found.add(str(t["num_threads"]) if t.get("num_threads") is not None else m.group(1) if m else "unknown")
+    return " / ".join(sorted(found)) if found else "unknown"
+
+
 def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """One row per run (see the module docstring); ``dmetrics[run.dir]`` from ``dataset_metrics``."""
@@ -398,6 +411,7 @@ def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: 
                             "fid_warning": v.get("warning") or "", "fid_extractor_sha256": v["extractor_sha256"],
                             "fid_na": "", "kid_na": v.get("kid_na", "")})
         rec.update(timing_summary(r.timings))
+        rec["num_threads"] = threads_label(r.timings)
         rec["wall_seconds"] = sum(float((t.get("seconds") or {}).get("total", math.nan)) for t in r.timings) \
             if r.timings else math.nan
         records.append(rec)

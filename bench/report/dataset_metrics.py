@@ -182,16 +182,20 @@ def reference_dir_of(root: Path, run: Run) -> Path:
 
 
 # --------------------------------------------------------------------------- the metrics
-def fid_entry(root: Path, run: Run, res: Resources) -> dict:
+def fid_entry(root: Path, run: Run, res: Resources, ids: list[str] | None = None) -> dict:
+    """FID/KID of ``run`` over its images, or over ``ids`` (a subset: a table's common images; computed from
+    the per-image feature caches, the result is not cached in ``dataset_metrics.json``)."""
     from bench.metrics.fid import INCEPTION_SHA256, fid_from_features, reference_stats, stats_cache_key
 
+    ids = sorted(run.ids if ids is None else ids)
     has_gt = "reference" in run.rows and run.rows["reference"].notna().all()
     if not has_gt:
         return {"na": "no ground truth (unpaired data: FID needs reference images)"}
-    if len(run.ids) < 2:
-        return {"na": f"FID needs at least 2 images, the run has {len(run.ids)}"}
+    if len(ids) < 2:
+        return {"na": f"FID needs at least 2 images, {'the run has' if ids == run.ids else 'the table shares'} "
+                      f"{len(ids)}"}
     ref_dir = reference_dir_of(root, run)
-    ref_paths = [ref_dir / f"{i}.png" for i in run.ids]
+    ref_paths = [ref_dir / f"{i}.png" for i in ids]
     absent = [p.name for p in ref_paths if not p.is_file()]
     if absent:
         return {"na": f"{len(absent)} ground-truth images missing in {ref_dir.relative_to(root).as_posix()} "
@@ -200,18 +204,18 @@ def fid_entry(root: Path, run: Run, res: Resources) -> dict:
     if extractor is None:
         return {"na": reason}
     sha = extractor.weights_sha256
-    key = _digest({"ids": run.ids, "ref": ref_dir.name, "version": FID_VERSION, "extractor": sha})
+    key = _digest({"ids": ids, "ref": ref_dir.name, "version": FID_VERSION, "extractor": sha})
     cached = _cached(run, "fid", key)
     if cached is not None:
         return cached
     h, w = read_png_u8(ref_paths[0]).shape[-2:]
-    ids_digest = _digest(run.ids)[:16]
+    ids_digest = _digest(ids)[:16]
     cache_key = "inception_stats-" + stats_cache_key(f"{run.manifest['dataset']['manifest_sha256']}:{ids_digest}",
                                                      (int(h), int(w)), sha)
-    ref = reference_stats(lambda: cached_features(ref_dir / "inception_features.npz", run.ids, ref_dir, extractor),
+    ref = reference_stats(lambda: cached_features(ref_dir / "inception_features.npz", ids, ref_dir, extractor),
                           cache_key, ref_dir)
     COUNTS["reference_stats"] += 0 if ref["cached"] else 1
-    fake = run_features(run, extractor)
+    fake = cached_features(run.dir / "fid_features.npz", ids, run.dir / "images", extractor)
     import warnings
 
     with warnings.catch_warnings():

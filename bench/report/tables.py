@@ -1,70 +1,66 @@
-"""Markdown tables per (dataset, task): ours with the papers' values in the same rows, and paired comparisons.
+"""Markdown per (dataset, task): our table on the common images, the paired differences, their notes.
 
-:func:`our_table` - one row per shown run (duplicates collapsed, code versions apart; paper-only methods as
-extra rows), columns: method, steps, NFE/img, prior, task sigma, then per metric ``ours`` followed by one
-column per paper source that reports it (labelled ``[Liu T1]``, ``[GDP]``; protocol in the caption), then
-img/s, wall time, peak memory, N finished / expected, seed, code version. Per-image metrics are
-``mean ± h`` (``h`` = half-width of the 95 % BCa interval). **Bold** = the best complete run of a column,
-only when its paired difference to the runner-up is significant (CI excludes 0); FID/KID (no per-image
-values) are never bold; throughput is bold only among methods with NFE > 0 and when the fastest is >= 10 %
-ahead. Incomplete runs are marked and never bold. A missing value is ``n/a`` plus a footnote number, one
-footnote per distinct reason (:class:`Notes`).
+:func:`our_table` - one row per compared run (duplicates collapsed, code versions apart): method, steps,
+NFE/img, the context columns that differ between rows (prior, sigma, seed, code; constant ones become one
+line), per metric ``mean ± h`` over the table's N common images (:mod:`bench.report.compare`: ``h`` =
+half-width of the 95 % t (n < 30) or BCa interval), img/s (only for rows with NFE > 0), wall time and peak
+memory. **Bold** = the best run of a column when its lead over every other run is significant (paired
+sign-flip test, Holm over all pairs of the metric); FID/KID (no per-image values) and unranked columns (the
+consistency of a noisy task) are never bold; throughput is bold only among methods with NFE > 0 when the
+fastest is >= 10 % ahead. A column that is n/a in every row is dropped and said in one line; a missing asset
+is named in the table as a short reference to the report's "Missing assets" list (:class:`Notes`).
 
-:func:`paired_table` - for every run, the mean per-image difference to the task's baseline (bicubic) and to
-the best run of each per-image metric, with the paired 95 % BCa interval; ``*`` = the interval excludes 0.
+:func:`paired_table` - per ranked metric, each run minus the baseline (bicubic) and minus the best run, with
+the 95 % interval of the mean difference and the Holm-adjusted sign-flip p; ``*`` = adjusted p < 0.05.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import re
 
-import numpy as np
 import pandas as pd
 
-from bench.report.aggregate import LOWER_IS_BETTER
+from bench.report.compare import DIGITS, NAMES, Table, ranked
 from bench.report.dataset_metrics import short_reason
-from bench.report.stats import cell_seed, paired_diff
+from bench.report.stats import ALPHA, BOOT_MIN_N, EXACT_MAX_N, MC_RESAMPLES, smallest_p
 
-#: format spec per metric (consistency in [0, 1] units spans decades: scientific)
-DIGITS = {"psnr": ".2f", "ssim": ".3f", "lpips": ".3f", "consistency": ".2e", "consistency_psnr": ".2f",
-          "consistency_gdp": ".2f", "loe": ".1f", "niqe": ".2f", "pi": ".2f"}
-PAPER_CSV = Path(__file__).with_name("paper_values.csv")
-#: our column -> the paper_values.csv column holding the same quantity
-PAPER_COLUMN = {"psnr": "PSNR", "ssim": "SSIM", "fid": "FID", "loe": "LOE", "pi": "PI",
-                "consistency_gdp": "consistency", "images_per_s": "throughput"}
-HEADERS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fid": "FID ↓", "kid": "KID ↓",
-           "consistency": "‖A(x̂)−y‖²/M ↓", "consistency_gdp": "Consist. (GDP) ↓", "loe": "LOE ↓",
-           "pi": "PI ↓", "niqe": "NIQE ↓", "images_per_s": "img/s ↑"}
 THROUGHPUT_MARGIN = 1.10
 _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-BASELINE = "bicubic"
+HEADERS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fid": "FID ↓", "kid": "KID ↓",
+           "consistency": "‖A(x̂)−y‖²/M ↓", "consistency_gdp": "Consist. (GDP) ↓", "loe": "LOE ↓", "pi": "PI ↓",
+           "niqe": "NIQE ↓", "images_per_s": "img/s ↑"}
+NOISY_HEADERS = {"consistency": "‖A(x̂)−y‖²/(Mσ²) (≈1 ideal)", "consistency_gdp": "Consist. (GDP), not ranked"}
+#: missing assets: (pattern on a reason, short name, what to do); printed once per report
+ASSETS = (
+    (re.compile(r"LPIPS backbone (\S+) unavailable"), "LPIPS backbone `{0}`",
+     "place it in `$BENCH_CACHE` (sha256-checked) or set `metrics.lpips.backbone_path=`, then rerun the cells "
+     "with `run.force=true` (LPIPS is stored by the run)"),
+    (re.compile(r"Inception weights (\S+) unavailable"), "FID Inception weights `{0}`",
+     "place it in `$BENCH_CACHE` or pass `--inception-weights` (FID/KID are computed by the report)"),
+    (re.compile(r"NIQE parameters not found"), "NIQE parameters `niqe_pris_params.npz`",
+     "pass `--niqe-params` (BasicSR's file)"),
+    (re.compile(r"PI needs Ma|NRQM|pyiqa"), "Ma (NRQM) score for PI",
+     "`pip install -e \".[pi]\"` (pyiqa) and pass `--nrqm-weights NRQM_model.mat`"),
+)
 
 
-def paper_source_label(source: str) -> str:
-    if source.startswith("Liu Table "):
-        return f"Liu T{source.split()[-1]}"
-    return "GDP" if source.startswith("GDP") else source
-
-
-#: protocol of each paper source: images, units of sigma, prior (printed once per table)
-PAPER_PROTOCOL = {
-    "Liu": "2000 ImageNet-1K val images at 256x256, 100 steps, A4000 GPU; noise sigma in [-1, 1] units (half of "
-           "it in our [0, 1] units); priors: guided-diffusion 256x256 unconditional ADM (DDRM), CompVis LDM-SR 4x "
-           "(SRLDM)",
-    "GDP ImageNet linear": "ImageNet-1k val (1000 images) at 256x256, noiseless; prior: guided-diffusion 256x256 "
-                           "unconditional ADM, 1000 DDPM steps; consistency = its evaluations/cal_all_metrics.py "
-                           "(our `Consist. (GDP)` column)",
-    "GDP LOL": "LOL eval15 (15 real low/normal-light pairs, 600x400); prior: guided-diffusion 256x256 unconditional "
-               "ADM, patch-wise sampling; PI = PIRM (NIQE and Ma)",
-}
+def asset_of(reason: str) -> tuple[str, str] | None:
+    """``(short name, fix)`` when ``reason`` is a missing asset, else None."""
+    for pattern, name, fix in ASSETS:
+        m = pattern.search(str(reason))
+        if m:
+            return name.format(*m.groups()), fix
+    return None
 
 
 class Notes:
-    """Numbered footnotes, one per distinct text."""
+    """Numbered footnotes of one table, one per distinct text; missing assets are collected in ``assets``
+    (shared by the report) and referenced by a short footnote."""
 
-    def __init__(self):
+    def __init__(self, assets: dict | None = None):
         self.texts: list[str] = []
+        self.assets = {} if assets is None else assets
 
     def mark(self, text: str) -> str:
         text = short_reason(text)
@@ -72,8 +68,15 @@ class Notes:
             self.texts.append(text)
         return str(self.texts.index(text) + 1).translate(_SUP)
 
+    def reason(self, reason: str) -> str:
+        asset = asset_of(reason)
+        if asset is None:
+            return short_reason(reason or "not computed")
+        self.assets.setdefault(asset[0], asset[1])
+        return f"missing asset {asset[0]}, see Missing assets"
+
     def na(self, reason: str) -> str:
-        return "n/a" + self.mark(reason or "not computed")
+        return "n/a" + self.mark(self.reason(reason))
 
     def lines(self) -> list[str]:
         return [f"{str(i + 1).translate(_SUP)} {t}" for i, t in enumerate(self.texts)]
@@ -89,13 +92,7 @@ def _num(x) -> float:
 def fmt_throughput(x: float) -> str:
     if not math.isfinite(x):
         return "inf" if x == math.inf else "n/a"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    if x >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3g}"
 
 
 def fmt_ci(mean: float, lo: float, hi: float, spec: str) -> str:
@@ -120,50 +117,6 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- papers
-def load_paper_values(path: Path = PAPER_CSV) -> pd.DataFrame:
-    """The transcribed values as text (exactly as printed; empty = not reported)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def paper_sources(pv: pd.DataFrame, task: str, key: str) -> list[str]:
-    col = PAPER_COLUMN.get(key)
-    if col is None:
-        return []
-    sub = pv[(pv["task"] == task) & (pv[col] != "")]
-    return list(dict.fromkeys(sub["source"]))
-
-
-def paper_value(pv: pd.DataFrame, task: str, method: str, source: str, key: str) -> str:
-    sub = pv[(pv["task"] == task) & (pv["method"] == method) & (pv["source"] == source)]
-    return (sub.iloc[0][PAPER_COLUMN[key]] or "-") if len(sub) else "-"
-
-
-# --------------------------------------------------------------------------- bold with significance
-def bold_rows(df: pd.DataFrame, key: str, values: dict, n_boot: int, seed: int) -> set:
-    """Index labels of ``df`` to bold in column ``key`` (see the module docstring)."""
-    ok = df[df["complete"].astype(bool)]
-    if key == "images_per_s":
-        ok = ok[pd.to_numeric(ok["nfe_per_image"], errors="coerce") > 0]
-        x = pd.to_numeric(ok[key], errors="coerce").replace(np.inf, np.nan).dropna().sort_values(ascending=False)
-        if len(x) >= 2 and x.iloc[0] >= THROUGHPUT_MARGIN * x.iloc[1]:
-            return {x.index[0]}
-        return set()
-    col = f"{key}_mean"
-    if col not in ok:
-        return set()
-    x = pd.to_numeric(ok[col], errors="coerce").dropna()
-    if len(x) < 2:
-        return set()
-    x = x.sort_values(ascending=LOWER_IS_BETTER[key])
-    best, second = x.index[0], x.index[1]
-    a, b = values[ok.loc[best, "run_dir"]].get(key, {}), values[ok.loc[second, "run_dir"]].get(key, {})
-    r = paired_diff(a, b, n_boot, cell_seed(seed, "bold", ok.loc[best, "dataset"], ok.loc[best, "task"],
-                                             ok.loc[best, "label"], ok.loc[second, "label"], key))
-    return {best} if r["significant"] else set()
-
-
-# --------------------------------------------------------------------------- our table
 def table_metrics(df: pd.DataFrame, task: str) -> list[str]:
     """Metric columns of the table for ``task`` (consistency only where some run has it)."""
     keys = ["psnr", "ssim", "lpips", "fid", "kid"]
@@ -177,135 +130,217 @@ def table_metrics(df: pd.DataFrame, task: str) -> list[str]:
     return keys + ["niqe"]
 
 
-def _metric_cell(row, key: str, notes: Notes) -> str:
+# --------------------------------------------------------------------------- devices and throughput
+def device_key(row) -> tuple[str, str]:
+    """(device without its thread count, CPU threads) of a run's timing."""
+    dev = re.sub(r"\s*\(\d+ threads\)", "", str(row.get("device_name") or "")).strip() or "unknown device"
+    return dev, str(row.get("num_threads") or "unknown")
+
+
+def _timed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(pd.to_numeric(df["nfe_per_image"], errors="coerce") > 0)
+              & pd.to_numeric(df["images_per_s"], errors="coerce").notna()]
+
+
+def majority_device(df: pd.DataFrame) -> tuple[str, str] | None:
+    keys = [device_key(r) for _, r in _timed(df).iterrows()]
+    return max(sorted(set(keys)), key=keys.count) if keys else None
+
+
+def throughput_bold(df: pd.DataFrame) -> int | None:
+    """Index of the fastest NFE > 0 run when >= THROUGHPUT_MARGIN x the runner-up on the same device/threads."""
+    timed = _timed(df)
+    major = majority_device(df)
+    timed = timed[[device_key(r) == major for _, r in timed.iterrows()]]
+    x = pd.to_numeric(timed["images_per_s"], errors="coerce").sort_values(ascending=False)
+    return x.index[0] if len(x) >= 2 and x.iloc[0] >= THROUGHPUT_MARGIN * x.iloc[1] else None
+
+
+# --------------------------------------------------------------------------- our table
+def _stat_cell(tab: Table, d: str, key: str, notes: Notes, row) -> str:
+    st = tab.stats.get((d, key), {})
+    if "mean" not in st:
+        return notes.na(st.get("na") or str(row.get(f"{key}_na", "") or "not computed for this task"))
+    spec = ".2f" if tab.noisy and key == "consistency" else DIGITS[key]
+    text = fmt_ci(st["mean"], st["lo"], st["hi"], spec)
+    if key == "psnr" and int(_num(row.get("psnr_capped")) or 0) > 0:
+        text += notes.mark("includes images identical to the reference (PSNR = inf), counted as 100 dB")
+    return f"**{text}**" if tab.bold(key) == d else text
+
+
+def _fid_cell(row, key: str, notes: Notes, n: int) -> str:
     if key == "fid":
         if not math.isfinite(_num(row.get("fid"))):
             return notes.na(str(row.get("fid_na", "") or "not computed"))
         text = f"{row['fid']:.2f}"
         if row.get("fid_warning"):
-            n = int(row["fid_n"])
-            text += " ⚠" + notes.mark(f"FID from n={n} < 2048 images: biased and noisy (covariance rank <= n-1); "
-                                      "compare KID")
-        return text
-    if key == "kid":
+            text += " ⚠" + notes.mark(f"FID from n={int(row['fid_n'])} < 2048 images: biased and noisy "
+                                      "(covariance rank <= n-1); compare KID")
+    else:
         if not math.isfinite(_num(row.get("kid_mean"))):
             why = row.get("kid_na", "") or row.get("fid_na", "") or "not computed"
             return notes.na(str(row.get("fid_na") or why) if why == "as FID" else str(why))
         sub = row.get("kid_subset_size")
         mark = notes.mark(f"KID: mean ± std over 100 subsets of {int(sub)} images") if not pd.isna(sub) else ""
-        return f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f}{mark}"
-    mean = _num(row.get(f"{key}_mean"))
-    if not math.isfinite(mean):
-        return notes.na(str(row.get(f"{key}_na", "") or "not computed for this task"))
-    text = fmt_ci(mean, _num(row.get(f"{key}_ci_lo")), _num(row.get(f"{key}_ci_hi")), DIGITS[key])
-    if key == "psnr" and int(_num(row.get("psnr_capped")) or 0) > 0:
-        text += notes.mark("includes images identical to the reference (PSNR = inf), counted as 100 dB")
+        text = f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f}{mark}"
+    if math.isfinite(_num(row.get("fid_n"))) and int(_num(row.get("fid_n"))) != n:
+        text += notes.mark("over the run's own images, not the common set (recomputing needs the Inception weights)")
     return text
 
 
 def _label(row, notes: Notes) -> str:
     text = str(row["label"])
     if not bool(row["complete"]):
-        text += f" ⚠ incomplete{notes.mark('incomplete run: fewer images than the dataset/limit; never bold')}"
+        text += f" ⚠ incomplete{notes.mark('incomplete run: fewer images than the dataset/limit')}"
     return text
 
 
-def our_table(df: pd.DataFrame, pv: pd.DataFrame, values: dict, notes: Notes, n_boot: int = 1000,
-              seed: int = 0) -> str:
-    """Markdown table of the shown runs of one (dataset, task) with the papers' values in the same rows."""
-    df = df.reset_index(drop=True)
-    task = str(df["task"].iloc[0])
-    keys = table_metrics(df, task)
-    bold = {k: bold_rows(df, k, values, n_boot, seed) for k in keys + ["images_per_s"] if k not in ("fid", "kid")}
-    headers = ["Method", "Steps", "NFE/img", "Prior", "σ"]
-    cols: list[tuple[str, str | None]] = []  # (metric key, paper source or None = ours)
-    for k in keys + ["images_per_s"]:
-        cols.append((k, None))
-        cols += [(k, s) for s in paper_sources(pv, task, k)]
-    headers += [HEADERS[k] if s is None else f"{HEADERS[k].split()[0]} [{paper_source_label(s)}]" for k, s in cols]
-    headers += ["wall (s)", "peak MB", "N", "seed", "code"]
-    rows = []
-    for i, row in df.iterrows():
-        cells = [_label(row, notes), _fmt_steps(row["steps"]), _fmt_nfe(row["nfe_per_image"]), str(row["prior"]),
-                 f"{_num(row['task_sigma']):g}"]
-        for k, s in cols:
-            if s is not None:
-                cells.append(paper_value(pv, task, str(row["method"]), s, k))
-                continue
-            c = fmt_throughput(_num(row["images_per_s"])) if k == "images_per_s" else _metric_cell(row, k, notes)
-            cells.append(f"**{c}**" if i in bold.get(k, set()) else c)
-        wall, mem = _num(row.get("wall_seconds")), _num(row.get("peak_memory_mb"))
-        cells += [f"{wall:.1f}" if math.isfinite(wall) else "n/a", f"{mem:.0f}" if math.isfinite(mem) else "n/a",
-                  f"{int(row['n_images'])}/{int(row['n_expected'])}", str(row["seed"]), str(row["code_version"])]
-        rows.append(cells)
-    ours = set(df["method"].astype(str))
-    for method in dict.fromkeys(pv[pv["task"] == task]["method"]):
-        if method in ours:
+CONTEXT = (("Prior", "prior", str), ("σ", "task_sigma", lambda v: f"{_num(v):g}"), ("seed", "seed", str),
+           ("code", "code_version", str))
+
+
+def our_table(tab: Table, notes: Notes) -> tuple[str, list[str]]:
+    """The markdown table of ``tab`` and the lines that go under it (dropped columns, constant context)."""
+    df = tab.runs
+    keys = table_metrics(df, tab.task)
+    headers, cells = ["Method", "Steps", "NFE/img"], [[_label(r, notes), _fmt_steps(r["steps"]),
+                                                        _fmt_nfe(r["nfe_per_image"])] for _, r in df.iterrows()]
+    under = []
+    const = []
+    for head, col, fmt in CONTEXT:
+        vals = [fmt(v) for v in df[col]]
+        if len(set(vals)) > 1:
+            headers.append(head)
+            for c, v in zip(cells, vals):
+                c.append(v)
+        else:
+            const.append(f"{head} {vals[0]}" if head != "σ" else f"σ = {vals[0]}")
+    dropped: dict[str, list[str]] = {}
+    for k in keys:
+        col = [(_fid_cell(r, k, Notes(), tab.n) if k in ("fid", "kid") else
+                _stat_cell(tab, r["run_dir"], k, Notes(), r)) for _, r in df.iterrows()]
+        if all(c.startswith("n/a") for c in col):
+            reasons = [_na_reason(tab, r, k) for _, r in df.iterrows()]
+            why = sorted({notes.reason(x) for x in reasons})
+            if all(asset_of(x) for x in reasons):
+                why = ["missing assets, see Missing assets"]
+            dropped.setdefault("; ".join(why), []).append(HEADERS[k].split()[0] if not (tab.noisy and k in
+                                                          NOISY_HEADERS) else NOISY_HEADERS[k].split()[0])
             continue
-        cells = [f"{method} (paper only)", "", "", "", ""]
-        for k, s in cols:
-            cells.append("—" if s is None else paper_value(pv, task, method, s, k))
-        rows.append(cells + ["", "", "", "", ""])
-    return markdown_table(headers, rows)
+        headers.append(NOISY_HEADERS[k] if tab.noisy and k in NOISY_HEADERS else HEADERS[k])
+        for c, (_, r) in zip(cells, df.iterrows()):
+            c.append(_fid_cell(r, k, notes, tab.n) if k in ("fid", "kid") else _stat_cell(tab, r["run_dir"], k,
+                                                                                           notes, r))
+    major = majority_device(df)
+    if major is not None:
+        fast = throughput_bold(df)
+        headers.append(HEADERS["images_per_s"])
+        for c, (i, r) in zip(cells, df.iterrows()):
+            c.append(_throughput_cell(r, i == fast, major, notes))
+    headers += ["wall (s)", "peak MB"]
+    for c, (_, r) in zip(cells, df.iterrows()):
+        wall, mem = _num(r.get("wall_seconds")), _num(r.get("peak_memory_mb"))
+        c += [f"{wall:.1f}" if math.isfinite(wall) else "n/a", f"{mem:.0f}" if math.isfinite(mem) else "n/a"]
+    if const:
+        under.append(f"Every row: {', '.join(const)}.")
+    under += [f"n/a for every run: {', '.join(cols)} ({why})." for why, cols in dropped.items()]
+    return markdown_table(headers, cells), under
 
 
-def caption(df: pd.DataFrame, pv: pd.DataFrame, conventions: list[str]) -> list[str]:
-    """Lines under a table: the metric conventions used and the papers' protocols (with citations)."""
-    task = str(df["task"].iloc[0])
-    out = [f"Conventions of this table: {'; '.join(conventions)}."]
-    sources = list(dict.fromkeys(pv[pv["task"] == task]["source"]))
-    for s in sources:
-        cite = pv[(pv["source"] == s) & (pv["task"] == task)].iloc[0]["citation"]
-        proto = PAPER_PROTOCOL["Liu" if s.startswith("Liu") else s] if (s.startswith("Liu") or s in PAPER_PROTOCOL) \
-            else "as in the citation"
-        out.append(f"[{paper_source_label(s)}] {cite}; protocol: {proto}.")
-    if any(s.startswith("Liu") for s in sources):
-        sig = sorted({_num(v) for v in df["task_sigma"] if _num(v) > 0})
-        if sig:
-            conv = ", ".join(f"our {v:g} in [0, 1] units = Liu's {2 * v:g} in [-1, 1] units" for v in sig)
-            out.append(f"Noise sigma: {conv} (docs/datasets-and-tasks.md \"Task conventions\": this reading reproduces Liu's "
-                       "baseline row).")
+def _na_reason(tab: Table, row, key: str) -> str:
+    if key in ("fid", "kid"):
+        return str(row.get("fid_na") or row.get("kid_na") or "not computed")
+    return tab.stats.get((row["run_dir"], key), {}).get("na") or str(row.get(f"{key}_na", "") or "not computed")
+
+
+def _throughput_cell(row, bold: bool, major: tuple[str, str], notes: Notes) -> str:
+    if not _num(row["nfe_per_image"]) > 0:
+        return "—"
+    text = fmt_throughput(_num(row["images_per_s"]))
+    dev, threads = device_key(row)
+    if (dev, threads) != major:
+        text += " †" + notes.mark(f"measured on {dev} with {threads} CPU threads, not {major[0]} with {major[1]}: "
+                                  "not comparable with the other rows")
+    return f"**{text}**" if bold else text
+
+
+def throughput_caption(df: pd.DataFrame) -> str | None:
+    major = majority_device(df)
+    if major is None:
+        return None
+    return (f"img/s = images per second of the restore call only (warm-up batch excluded), measured on "
+            f"{major[0]} with {major[1]} CPU threads (rows marked † differ); — = no network evaluations (NFE = 0), "
+            "not timed as a method.")
+
+
+def common_caption(tab: Table) -> list[str]:
+    """Which images the table compares on, and which runs hold more (or were left out)."""
+    n, k = tab.n, len(tab.runs)
+    out = [f"Compared on the **N = {n}** image{'s' if n != 1 else ''} common to all {k} runs"
+           + (f" ({', '.join(tab.common)})" if n <= 8 else "") + ": every mean, interval, rank, bold, difference and "
+           "verdict of this section uses exactly these images."]
+    more = [(tab.name(d), int(c)) for d, c in zip(tab.runs["run_dir"], tab.runs["n_images"]) if int(c) != n]
+    if more:
+        out.append("Runs holding other images too (not used here): "
+                   + ", ".join(f"{name} ({c} images)" for name, c in more) + ".")
+    if len(tab.left_out):
+        out.append("Left out (no image in common with the others): "
+                   + ", ".join(f"{r['label']} ({int(r['n_images'])} images)" for _, r in tab.left_out.iterrows())
+                   + ".")
     return out
 
 
 # --------------------------------------------------------------------------- paired comparisons
-def paired_table(df: pd.DataFrame, values: dict, metrics: list[str], n_boot: int = 1000, seed: int = 0) -> str | None:
-    """Differences to the baseline and to the best run per per-image metric (None if nothing to compare)."""
-    df = df.reset_index(drop=True)
-    metrics = [m for m in metrics if sum(bool(values[d].get(m)) for d in df["run_dir"]) >= 2]
-    if not metrics:
-        return None
-    base = df[df["method"] == BASELINE]
-    base = base.sort_values(["complete", "n_images"], ascending=False).iloc[0] if len(base) else None
-    headers, cols = ["Method", "Steps"], []
-    for m in metrics:
-        best = df[df["complete"].astype(bool)].copy()
-        best["_v"] = pd.to_numeric(best.get(f"{m}_mean"), errors="coerce")
-        best = best.dropna(subset=["_v"]).sort_values("_v", ascending=LOWER_IS_BETTER[m])
-        best = best.iloc[0] if len(best) else None
+def paired_metrics(tab: Table) -> list[str]:
+    return [m for m in tab.metrics if ranked(m, tab.noisy) and tab.n_pairs(m) > 0]
+
+
+def significance_caption(tab: Table) -> str:
+    n = tab.n
+    method = (f"exact over all 2^{n} sign patterns" if n <= EXACT_MAX_N else
+              f"seeded Monte Carlo, {MC_RESAMPLES} sign patterns")
+    kind = "Student t" if n < BOOT_MIN_N else "BCa bootstrap"
+    pairs = sorted({tab.n_pairs(m) for m in paired_metrics(tab)})
+    plural = "s" if pairs != [1] else ""
+    text = (f"Paired over the N = {n} common images; p = two-sided sign-flip (permutation) test of the mean difference "
+            f"({method}), Holm-adjusted over the {' / '.join(map(str, pairs))} pair{plural} of runs of each metric; "
+            f"`*` = adjusted p < {ALPHA:g}; intervals: 95 % {kind} of the mean difference, not adjusted.")
+    if smallest_p(n) >= ALPHA:
+        text += f" At n = {n} the smallest possible p is {smallest_p(n):.3g}: no difference can be significant."
+    elif pairs and smallest_p(n) * max(pairs) >= ALPHA:
+        text += f" At n = {n} with {max(pairs)} pairs no adjusted p can fall below {ALPHA:g}."
+    return text
+
+
+def paired_table(tab: Table) -> str | None:
+    """Differences to the baseline and to the best run per ranked metric (None if nothing to compare)."""
+    cols = []
+    base = tab.baseline()
+    for m in paired_metrics(tab):
+        best = tab.best(m)
         for name, ref in (("baseline", base), ("best", best)):
-            if ref is None or (name == "best" and base is not None and ref["run_dir"] == base["run_dir"]):
+            if ref is None or (name == "best" and ref == base):
                 continue  # no such run, or the best run is the baseline (its column already says it)
-            headers.append(f"Δ{HEADERS.get(m, m).split()[0]} vs {name} ({ref['label']})")
-            cols.append((m, ref))
+            cols.append((m, ref, f"Δ{HEADERS[m].split()[0]} vs {name} ({tab.name(ref)})"))
+    if not cols:
+        return None
     rows = []
-    for _, row in df.iterrows():
-        cells = [str(row["label"]) + ("" if row["complete"] else " ⚠"), _fmt_steps(row["steps"])]
-        for m, ref in cols:
-            if row["run_dir"] == ref["run_dir"]:
-                cells.append("(reference)")
-                continue
-            a, b = values[row["run_dir"]].get(m, {}), values[ref["run_dir"]].get(m, {})
-            r = paired_diff(a, b, n_boot, cell_seed(seed, "paired", row["dataset"], row["task"], row["label"],
-                                                    row["steps"], ref["label"], ref["steps"], m))
-            if not math.isfinite(r["mean"]):
-                cells.append("n/a")
-                continue
-            d = "+" + DIGITS[m]
-            ci = f" [{r['lo']:{d}}, {r['hi']:{d}}]" if math.isfinite(r["lo"]) else " (n<2)"
-            cells.append(f"{r['mean']:{d}}{ci}{' *' if r['significant'] else ''}")
+    for d in tab.runs["run_dir"]:
+        r = tab.row(d)
+        cells = [str(tab.name(d)) + ("" if r["complete"] else " ⚠"), _fmt_steps(r["steps"])]
+        for m, ref, _ in cols:
+            t = tab.test(d, ref, m) if d != ref else None
+            cells.append("(reference)" if d == ref else "n/a" if t is None else _diff_cell(t, m))
         rows.append(cells)
-    return markdown_table(headers, rows)
+    return markdown_table(["Method", "Steps"] + [h for _, _, h in cols], rows)
+
+
+def _diff_cell(t: dict, m: str) -> str:
+    if t["identical"]:
+        return "0 (identical)"
+    d = "+" + DIGITS[m]
+    ci = f" [{t['lo']:{d}}, {t['hi']:{d}}]" if math.isfinite(t["lo"]) else ""
+    return f"{t['mean']:{d}}{ci} p={t['p_holm']:.2g}{' *' if t['significant'] else ''}"
 
 
 def table_notes(df: pd.DataFrame) -> list[str]:
@@ -322,3 +357,8 @@ def table_notes(df: pd.DataFrame) -> list[str]:
             notes.append(f"LPIPS of `{row['label']}` used a backbone that is not torchvision's official file "
                          f"(sha256 {str(row.get('lpips_backbone_sha256', ''))[:16]}...): not comparable")
     return list(dict.fromkeys(notes))
+
+
+__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "common_caption",
+           "markdown_table", "our_table", "paired_table", "significance_caption", "table_metrics", "table_notes",
+           "throughput_caption"]

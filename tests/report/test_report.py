@@ -78,9 +78,10 @@ def random_inception(tmp_path_factory):
     return save_random_inception(tmp_path_factory.mktemp("inception"))
 
 
-def _table(readme: str, section: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the first table after ``## <section>``."""
+def _table(readme: str, section: str, after: str = "") -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the first table after ``## <section>`` (and after the text ``after`` in it)."""
     block = readme.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    block = block.split(after, 1)[1] if after else block
     lines = []
     for ln in block.splitlines():
         if ln.startswith("|"):
@@ -125,13 +126,14 @@ def test_files_columns_and_no_absolute_paths(results, offline_report):
             assert bad not in text
     for dataset, task in {(d, t) for d, t in zip(df["dataset"], df["task"])}:
         assert f"## {dataset} / {task}\n" in readme
-    # offline FID: one short footnote per table, no URL in it (the URL is in the conventions, once)
+    # offline FID / LPIPS: n/a in every row, so no column but one line per table; the asset named once
     head, rows = _table(readme, "sample / sr4")
-    fid_cells = {_col(head, r, "FID ↓") for r in rows if "paper only" not in r[0]}
-    assert len(fid_cells) == 1 and fid_cells.pop().startswith("n/a")
+    assert "FID ↓" not in head and "LPIPS ↓" not in head and "KID ↓" not in head
     block = readme.split("## sample / sr4\n", 1)[1].split("\n## ", 1)[0]
-    fid_note = [ln for ln in block.splitlines() if "Inception weights" in ln]
-    assert len(fid_note) == 1 and "http" not in fid_note[0] and "offline" in fid_note[0]
+    gone = [ln for ln in block.splitlines() if ln.startswith("- n/a for every run:")]
+    assert gone and "FID" in gone[0] and "LPIPS" in gone[0] and "http" not in "".join(gone)
+    assets = readme.split("## Missing assets\n", 1)[1].split("\n## ", 1)[0]
+    assert assets.count("FID Inception weights") == 1 and "http" not in assets and "urlopen" not in readme
     assert readme.count("toshas/torch-fidelity/releases") == 1
     # LPIPS offline: n/a with the reason, never 0; consistency stored for linear tasks only
     paired = df[df["dataset"] == "sample"]
@@ -141,65 +143,76 @@ def test_files_columns_and_no_absolute_paths(results, offline_report):
     assert "skipped: `ddrm` x `lowlight`" in readme
 
 
-def test_one_table_with_paper_values_and_context(results, offline_report):
+def test_one_table_context_and_paper_values_beside_it(results, offline_report):
     readme = (offline_report / "README.md").read_text()
     head, rows = _table(readme, "sample / sr4")
-    for name in ("Prior", "σ", "NFE/img", "img/s ↑", "wall (s)", "peak MB", "N", "seed", "code", "PSNR ↑",
-                 "PSNR [Liu T1]", "PSNR [GDP]", "LPIPS ↓", "‖A(x̂)−y‖²/M ↓", "Consist. (GDP) ↓", "Consist. [GDP]",
-                 "NIQE ↓"):
+    for name in ("Prior", "NFE/img", "img/s ↑", "wall (s)", "peak MB", "PSNR ↑", "‖A(x̂)−y‖²/M ↓",
+                 "Consist. (GDP) ↓"):
         assert name in head, name
-    by = {r[0]: r for r in rows}
-    bic = by["bicubic (mode=bicubic)"]
-    assert _col(head, bic, "PSNR [Liu T1]") == "25.8" and _col(head, bic, "Prior") == "none"
-    assert _col(head, bic, "N") == "4/4" and _col(head, bic, "σ") == "0"
-    assert "git:" in _col(head, bic, "code") or len(_col(head, bic, "code")) == 12
+    assert not any("[" in h for h in head) and "σ" not in head and "N" not in head  # σ = 0 for every row
+    bic = rows_by(rows)["bicubic (mode=bicubic)"]
+    assert _col(head, bic, "Prior") == "none" and _col(head, bic, "img/s ↑") == "—"  # NFE = 0: not timed
     ddrm = next(r for r in rows if r[0].startswith("ddrm"))
     assert _col(head, ddrm, "Prior") == "random weights (not meaningful)"
-    assert _col(head, ddrm, "PSNR [GDP]") == "26.53" and _col(head, ddrm, "Consist. [GDP]") == "19.39"
-    assert any(r[0] == "gdp_x0 (paper only)" and _col(head, r, "PSNR [GDP]") == "24.42" for r in rows)
+    block = readme.split("## sample / sr4\n", 1)[1].split("\n## ", 1)[0]
+    assert "σ = 0" in next(ln for ln in block.splitlines() if ln.startswith("- Every row:"))
+    # the papers' values: a companion table under ours
+    phead, prows = _table(readme, "sample / sr4", after="**Papers' values (sr4)**")
+    by = {(r[0], r[1]): r for r in prows}
+    assert _col(phead, by[("bicubic", "Liu T1")], "PSNR ↑") == "25.8"
+    assert _col(phead, by[("ddrm", "GDP")], "PSNR ↑") == "26.53"
+    assert _col(phead, by[("ddrm", "GDP")], "Consist. (GDP) ↓") == "19.39"
+    assert _col(phead, by[("gdp_x0 (not run here)", "GDP")], "PSNR ↑") == "24.42"
     # the merged-in duplicate is collapsed into one row and listed (steps=10 made no second run)
     assert sum(r[0] == "bicubic (mode=bicubic)" and _col(head, r, "Steps") == "-" for r in rows) == 1
     assert "duplicate not shown" in readme
     # the denoise caption converts the sigma units
     assert "our 0.05 in [0, 1] units = Liu's 0.1 in [-1, 1] units" in readme
-    dhead, drows = _table(readme, "sample / denoise")
-    assert _col(dhead, drows[0], "σ") == "0.05" and "PSNR [Liu T3]" in dhead
+    dblock = readme.split("## sample / denoise\n", 1)[1].split("\n## ", 1)[0]
+    assert "σ = 0.05" in dblock and "**Papers' values (denoise)**" in dblock and "Liu T3" in dblock
     # every table says which conventions it used
     assert readme.count("Conventions of this table: PSNR/SSIM on RGB, border crop 0, LPIPS-alex") >= 3
 
 
-def test_incomplete_run_marked_and_never_bold(results, offline_report):
+def rows_by(rows):
+    return {r[0]: r for r in rows}
+
+
+def test_incomplete_run_marked_and_the_common_set_stated(results, offline_report):
     readme = (offline_report / "README.md").read_text()
     head, rows = _table(readme, "sample / sr4")
     inc = [r for r in rows if "incomplete" in r[0]]
-    assert len(inc) == 1 and _col(head, inc[0], "N") == "2/4"
-    assert not any("**" in c for c in inc[0])
+    assert len(inc) == 1
+    block = readme.split("## sample / sr4\n", 1)[1].split("\n## ", 1)[0]
+    assert "Compared on the **N = 2** images common to all" in block  # the half-done shard limits the set
+    assert "Runs holding other images too (not used here):" in block
     df = pd.read_csv(offline_report / "runs.csv")
     assert (~df["complete"]).sum() == 1 and df.loc[~df["complete"], "n_images"].item() == 2
 
 
-def test_no_bold_throughput_for_nfe0_and_deterministic_cis(results, offline_report):
+def test_no_throughput_for_nfe0_and_deterministic_cis(results, offline_report):
     readme = (offline_report / "README.md").read_text()
     head, rows = _table(readme, "sample / sr4")
     for r in rows:
         if _col(head, r, "NFE/img") == "0":
-            assert not _col(head, r, "img/s ↑").startswith("**")
+            assert _col(head, r, "img/s ↑") == "—"
     df = pd.read_csv(offline_report / "runs.csv")
     dup = df[(df["task"] == "sr4") & (df["label"] == "bicubic (mode=bicubic)") & df["complete"]]
     assert len(dup) == 2 and dup["hash"].nunique() == 2  # identical outputs, different run hashes
     assert dup["psnr_ci_lo"].nunique() == 1 and dup["psnr_ci_hi"].nunique() == 1  # seeded by the cell
+    assert set(df["num_threads"].astype(str)) == {"1"}  # recorded by the runtime (tests run single-threaded)
 
 
 def test_paired_comparisons_table(results, offline_report):
     readme = (offline_report / "README.md").read_text()
     block = readme.split("**Paired differences (sample / sr4)**", 1)[1]
+    assert "exact over all 2^2 sign patterns" in block and "no difference can be significant" in block
     lines = [ln for ln in block.splitlines() if ln.startswith("| ")]
     head = [c.strip() for c in lines[0].strip("|").split(" | ")]
-    assert any(h.startswith("ΔPSNR vs baseline (bicubic") for h in head)
-    assert not any(h.startswith("ΔPSNR vs best") for h in head)  # the best PSNR run is the baseline here
-    cells = [c for ln in lines[1:] for c in ln.strip("|").split(" | ")]
-    assert any(c.strip() == "(reference)" for c in cells)
-    assert any("[" in c and "]" in c for c in cells)
+    assert any(h.startswith("ΔPSNR vs baseline (bicubic (mode=bicubic))") for h in head)
+    cells = [c.strip() for ln in lines[1:] for c in ln.strip("|").split(" | ")]
+    assert "(reference)" in cells and any("[" in c and "]" in c for c in cells)
+    assert not any(c.endswith("*") for c in cells)  # n = 2
 
 
 def test_figures_open_and_are_readable(results, offline_report):
@@ -341,6 +354,29 @@ def test_fid_with_weights_cached(random_inception, tmp_path, offline):
     assert (out2 / "runs.csv").read_bytes() == (out / "runs.csv").read_bytes()
 
 
+def test_fid_on_the_common_images(random_inception, tmp_path, offline):
+    """A run holding more images than the table shares: its FID in the table is over the common images (from
+    the cached per-image features), runs.csv keeps the FID over its own images."""
+    from bench.report import aggregate
+    from bench.report import dataset_metrics as dm
+
+    root = tmp_path / "results"
+    _cell(root, "method=bicubic", "dataset.limit=3")
+    _cell(root, "method=bicubic", "method.mode=bilinear", "dataset.limit=2")
+    out = report(root, tmp_path / "r", "--inception-weights", str(random_inception), "--bootstrap", "50")
+    df = pd.read_csv(out / "runs.csv").set_index("label")
+    assert df.loc["bicubic (mode=bicubic)", "fid_n"] == 3 and df.loc["bicubic (mode=bilinear)", "fid_n"] == 2
+    run = next(r for r in aggregate.scan(root) if len(r.ids) == 3)
+    res = dm.Resources(inception_weights=random_inception)
+    on_common = dm.fid_entry(root, run, res, run.ids[:2])["value"]["fid"]
+    assert on_common != pytest.approx(df.loc["bicubic (mode=bicubic)", "fid"])
+    readme = (out / "README.md").read_text()
+    head, rows = _table(readme, "sample / sr4")
+    cell = _col(head, rows_by(rows)["bicubic (mode=bicubic)"], "FID ↓")
+    assert cell.startswith(f"{on_common:.2f} ⚠") and "n=2 < 2048" in readme
+    assert "not the common set" not in readme and "N = 2" in readme
+
+
 def test_cached_features_incremental_and_keyed_by_weights(tmp_path):
     """Per-image feature cache: only new ids are computed; other weights get their own entry."""
     from bench.imageio import save_png
@@ -421,11 +457,11 @@ def test_dataset_metrics_recomputed_when_rows_change(tmp_path, offline):
 
 
 def test_paper_values():
-    from bench.report.tables import load_paper_values
+    from bench.report.papers import load_paper_values
 
     pv = load_paper_values()
-    assert list(pv.columns) == ["source", "citation", "dataset", "task", "method", "PSNR", "SSIM", "FID", "LOE",
-                                "PI", "throughput", "consistency", "notes"]
+    assert list(pv.columns) == ["source", "citation", "dataset", "task", "method", "experiment", "PSNR", "SSIM",
+                                "FID", "LOE", "PI", "throughput", "consistency", "notes"]
     one = lambda **kw: pv[np.logical_and.reduce([pv[k] == v for k, v in kw.items()])]  # noqa: E731
     r = one(source="Liu Table 3", method="ddrm")
     assert len(r) == 1 and r.iloc[0]["PSNR"] == "34.8" and r.iloc[0]["task"] == "denoise"
