@@ -139,16 +139,15 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped) -> li
             cur = best.get(row["label"])
             if cur is None or (run.steps or -1) > (cur.steps or -1):
                 best[row["label"]] = run
-        cols = [(f"{lab} ({'steps ' + str(r.steps) if r.steps is not None else 'default'})", r)
-                for lab, r in sorted(best.items())]
+        cols = [(f"{lab}, {r.steps} steps" if r.steps is not None else lab, r) for lab, r in sorted(best.items())]
         ref = dm.reference_dir_of(root, cols[0][1])
-        grid, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
-                                      opts.grid_rows)
-        lines += [f"![samples {dataset}/{task}](figures/{grid.name})", "",
-                  f"*Samples: columns = ground truth, degraded input, then each method at its largest step count; "
-                  f"rows = the first {opts.grid_rows} image ids common to all runs (per-tile PSNR / LPIPS "
-                  f"underneath), tiles upscaled nearest-neighbour; last row = {figures.ZOOM}x zoom of the centre "
-                  "of the first image.*", ""]
+        grids, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
+                                       opts.grid_rows)
+        lines += [ln for g in grids for ln in (f"![samples {dataset}/{task}](figures/{g.name})", "")]
+        lines += [f"*Samples: rows = ground truth, degraded input, then each method at its largest step count; "
+                  f"columns = the first {opts.grid_rows} image ids common to all runs (per-tile PSNR / LPIPS "
+                  f"underneath), then a {figures.ZOOM}x zoom of the centre of the first; tiles upscaled "
+                  "nearest-neighbour.*", ""]
     else:
         lines += ["No finished run of this (dataset, task).", ""]
     lines += [f"- skipped: `{s['method']}` x `{s['task']}`: {dm.short_reason(s['reason'])}" for s in skip]
