@@ -104,7 +104,7 @@ def _results_arg(results: Path) -> str:
     return str(results) if not Path(results).is_absolute() else "<results root>"
 
 
-def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped) -> list[str]:
+def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, styles=None) -> list[str]:
     from bench.report import aggregate, figures, tables
     from bench.report import dataset_metrics as dm
 
@@ -129,7 +129,8 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped) -> li
             lines += [f"**Paired differences ({dataset} / {task})**: mean over common images, 95 % BCa "
                       "interval, `*` = excludes 0", "", paired, ""]
         stem = f"{dataset}_{task}"
-        png, svg, cap = figures.tradeoff_figure(sub, fig_dir / f"{stem}_tradeoff", figures.fid_unavailable_reason(sub))
+        png, svg, cap = figures.tradeoff_figure(sub, fig_dir / f"{stem}_tradeoff",
+                                                figures.fid_unavailable_reason(sub), styles=styles)
         lines += [f"![quality vs throughput, {dataset}/{task}](figures/{png.name})", "",
                   f"*Figure ([SVG](figures/{svg.name})): {cap}*", ""]
         by_dir = {r.dir.relative_to(root).as_posix(): r for r in runs}
@@ -141,13 +142,14 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped) -> li
                 best[row["label"]] = run
         cols = [(f"{lab}, {r.steps} steps" if r.steps is not None else lab, r) for lab, r in sorted(best.items())]
         ref = dm.reference_dir_of(root, cols[0][1])
+        colours = [(styles or figures.style_map(best))[lab][0] for lab in sorted(best)]
         grids, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
-                                       opts.grid_rows)
+                                       opts.grid_rows, colors=colours)
         lines += [ln for g in grids for ln in (f"![samples {dataset}/{task}](figures/{g.name})", "")]
-        lines += [f"*Samples: rows = ground truth, degraded input, then each method at its largest step count; "
-                  f"columns = the first {opts.grid_rows} image ids common to all runs (per-tile PSNR / LPIPS "
-                  f"underneath), then a {figures.ZOOM}x zoom of the centre of the first; tiles upscaled "
-                  "nearest-neighbour.*", ""]
+        lines += [f"*Samples: rows = ground truth, degraded input, then each method at its largest step count "
+                  f"(swatch = its colour in the figure); columns = the first {opts.grid_rows} image ids common to "
+                  f"all runs (per-tile PSNR / LPIPS underneath), then a {figures.ZOOM}x zoom of the centre of the "
+                  "first; tiles upscaled nearest-neighbour.*", ""]
     else:
         lines += ["No finished run of this (dataset, task).", ""]
     lines += [f"- skipped: `{s['method']}` x `{s['task']}`: {dm.short_reason(s['reason'])}" for s in skip]
@@ -158,7 +160,7 @@ def build_report(opts: ReportOptions) -> Path:
     """Write ``<out>/<name>/{README.md, runs.csv, runs.parquet, figures/}``; returns the report folder."""
     import pandas as pd
 
-    from bench.report import aggregate, dataset_metrics, tables
+    from bench.report import aggregate, dataset_metrics, figures, tables
 
     root = Path(opts.results).expanduser().resolve()
     if not root.is_dir():
@@ -195,9 +197,10 @@ def build_report(opts: ReportOptions) -> Path:
     lines += _conventions(opts)
     keys = sorted({(d, t) for d, t in zip(df.get("dataset", []), df.get("task", []))}
                   | {(s["dataset"], s["task"]) for s in skipped})
+    styles = figures.style_map(df["label"]) if len(df) else {}  # one colour and marker per method, report-wide
     for key in keys:
         sub = df[(df["dataset"] == key[0]) & (df["task"] == key[1])] if len(df) else pd.DataFrame()
-        lines += _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped)
+        lines += _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, styles)
     atomic_write_bytes(out / "README.md", ("\n".join(lines).rstrip() + "\n").encode())
     if opts.wandb_project:
         from bench.loggers import log_report_to_wandb
