@@ -306,7 +306,7 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
         ax.axhline(float(y[r.name]), color=styles[str(r["label"])][0], linestyle=("--", ":", "-.")[k % 3],
                    linewidth=1.2, label=f"{r['label']} (NFE = 0, reference)")
     ax.set_ylabel(_y_label(df, pts | ref, col, label, n_common))
-    ax.set_xlabel(_x_label(df, pts))
+    ax.set_xlabel(_x_label(df, pts) if pts.any() else "images/s: no run with network evaluations (NFE > 0) to place")
     ax.grid(True, which="major", alpha=0.3)
     ax.margins(y=0.1)
     if pts.any():

@@ -153,7 +153,7 @@ def _render(columns, ref_dir, ids, out: Path, colors) -> list[str]:
     feet = [[[ln for part in f for ln in _wrap(probe, part, w, font, 2)][:3] for f in r[3]] if r[3] else []
             for r in rows]
     foot_h = [line * max((len(f) for f in ft), default=0) + (6 if ft else 0) for ft in feet]
-    head_h = 6 + line * max(len(x) for x in heads)
+    head_h = 10 + line * max(len(x) for x in heads)
     height = head_h + sum(6 + line * len(lab) + h + fh for lab, fh in zip(labels, foot_h))
     grid = Image.new("RGB", (width, height), BAND)
     draw = ImageDraw.Draw(grid)
@@ -167,6 +167,7 @@ def _render(columns, ref_dir, ids, out: Path, colors) -> list[str]:
     for x0, lines in zip(xs, heads):
         for j, s in enumerate(lines):
             text((x0 + 4, 3 + line * j), s)
+    draw.line((0, head_h - 4, width - 1, head_h - 4), fill=(110, 110, 110), width=1)  # column heads | rows
     y0 = head_h
     for (label, colour, ims, _), lab, ft, fh in zip(rows, labels, feet, foot_h):
         x_text = 4

@@ -258,6 +258,9 @@ def test_tradeoff_baseline_is_a_line_not_a_point(tmp_path):
     assert "bicubic (NFE = 0, reference)" in text
     png, svg, caption = tradeoff_figure(df.assign(fid=np.nan), tmp_path / "no_fid", "weights missing")
     assert "not an FID plot" in caption and "error bars = 95 % BCa" in caption
+    png, svg, caption = tradeoff_figure(df[df["label"] == "bicubic"], tmp_path / "only_ref")
+    text = svg.read_text()  # only a reference line: no empty log axis pretending to be one
+    assert "no run with network evaluations" in text and "log scale" not in text
 
 
 def test_idempotent(results, tmp_path, offline):
