@@ -163,7 +163,8 @@ def _fid_on_common(tab, by_dir, root, res) -> None:
             [v.get("warning") or "", "", v.get("kid_na", "")] if v else ["", e["na"], "as FID"])
 
 
-def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=None, assets=None) -> list[str]:
+def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=None, assets=None,
+             styles=None) -> list[str]:
     import pandas as pd
 
     from bench.report import compare, figures, papers, tables
@@ -212,8 +213,8 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
             lines += [f"- {c}" for c in papers.paper_caption(pv, task, sig)] + [""]
         stem = f"{dataset}_{task}"
         png, svg, cap = figures.tradeoff_figure(_common_frame(tab), fig_dir / f"{stem}_tradeoff",
-                                                figures.fid_unavailable_reason(tab.runs))
-        cap = cap.replace("95 % BCa intervals", "the table's 95 % intervals")  # t below N = 30 (stats.py)
+                                                figures.fid_unavailable_reason(tab.runs), styles=styles,
+                                                n_common=tab.n)
         lines += [f"![quality vs throughput, {dataset}/{task}](figures/{png.name})", "",
                   f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as in "
                   "the table.*", ""]
@@ -224,16 +225,16 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
             cur = best.get(label)
             if cur is None or (run.steps or -1) > (cur.steps or -1):
                 best[label] = run
-        cols = [(f"{lab} ({'steps ' + str(r.steps) if r.steps is not None else 'default'})", r)
-                for lab, r in sorted(best.items())]
+        cols = [(f"{lab}, {r.steps} steps" if r.steps is not None else lab, r) for lab, r in sorted(best.items())]
         ref = dm.reference_dir_of(root, cols[0][1])
-        grid, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
-                                      opts.grid_rows)
-        lines += [f"![samples {dataset}/{task}](figures/{grid.name})", "",
-                  f"*Samples: columns = ground truth, degraded input, then each method at its largest step count; "
-                  f"rows = the first {opts.grid_rows} image ids common to all runs (per-tile PSNR / LPIPS "
-                  f"underneath), tiles upscaled nearest-neighbour; last row = {figures.ZOOM}x zoom of the centre "
-                  "of the first image.*", ""]
+        colours = [(styles or figures.style_map(best))[lab][0] for lab in sorted(best)]
+        grids, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
+                                       opts.grid_rows, colors=colours)
+        lines += [ln for g in grids for ln in (f"![samples {dataset}/{task}](figures/{g.name})", "")]
+        lines += [f"*Samples: rows = ground truth, degraded input, then each method at its largest step count "
+                  f"(swatch = its colour in the figure); columns = the first {opts.grid_rows} image ids common to "
+                  f"all runs (per-tile PSNR / LPIPS underneath), then a {figures.ZOOM}x zoom of the centre of the "
+                  "first; tiles upscaled nearest-neighbour.*", ""]
     else:
         lines += ["No finished run of this (dataset, task).", ""]
     lines += [f"- skipped: `{s['method']}` x `{s['task']}`: {dm.short_reason(s['reason'])}" for s in skip]
@@ -251,7 +252,7 @@ def build_report(opts: ReportOptions) -> Path:
     """Write ``<out>/<name>/{README.md, runs.csv, runs.parquet, figures/}``; returns the report folder."""
     import pandas as pd
 
-    from bench.report import aggregate, dataset_metrics, papers
+    from bench.report import aggregate, dataset_metrics, figures, papers
 
     root = Path(opts.results).expanduser().resolve()
     if not root.is_dir():
@@ -289,10 +290,11 @@ def build_report(opts: ReportOptions) -> Path:
     keys = sorted({(d, t) for d, t in zip(df.get("dataset", []), df.get("task", []))}
                   | {(s["dataset"], s["task"]) for s in skipped})
     assets: dict[str, str] = {}
+    styles = figures.style_map(df["label"]) if len(df) else {}  # one colour and marker per method, report-wide
     body = []
     for key in keys:
         sub = df[(df["dataset"] == key[0]) & (df["task"] == key[1])] if len(df) else pd.DataFrame()
-        body += _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, res, assets)
+        body += _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, res, assets, styles)
     lines += _missing_assets(assets) + body
     atomic_write_bytes(out / "README.md", ("\n".join(lines).rstrip() + "\n").encode())
     if opts.wandb_project:

@@ -1,15 +1,24 @@
-"""Figures: quality-vs-throughput per (dataset, task) like Liu's Fig. 7, and sample grids.
+"""Quality-vs-throughput figure per (dataset, task), like Liu's Fig. 7 (the sample grid is in :mod:`.grid`).
 
-* :func:`tradeoff_figure`: x = throughput (images/s, log scale), y = FID when some run has one, else PSNR,
-  then LPIPS, LOE, NIQE (axis label and caption say which; a missing FID is never drawn as a number). One
-  line per method label (code versions apart) across its step counts, duplicates already collapsed; 95 %
-  BCa error bars for per-image metrics (FID has no per-image values: no bar); runs without network
-  evaluations (NFE = 0, e.g. bicubic) are a horizontal reference line, not a point at 10^5 img/s;
-  incomplete runs are drawn hollow.
-* :func:`sample_grid`: a dark header band with the column labels (ground truth, degraded input, then one
-  column per method label at its largest step count), tiles upscaled nearest-neighbour to at least
-  :data:`MIN_TILE` px (large images box-downscaled to :data:`MAX_TILE`), under each tile a band with its
-  PSNR / LPIPS from the run's rows, and a last row with a 4x zoom of the centre of the first image.
+:func:`tradeoff_figure`: x = throughput (images/s of the restore call, log scale), y = FID when some run has
+one, else PSNR, then LPIPS, LOE, NIQE (the axis label says which and over how many images; a missing FID is
+a separate note above the axes, never drawn as a number). One line per method label across its step counts,
+duplicates already collapsed; 95 % error bars for per-image metrics (the intervals the caller computed: the
+table's; FID has no per-image values: no bar); runs without network evaluations (NFE = 0, e.g. bicubic) are horizontal reference lines, not points at
+10^5 img/s; incomplete runs are drawn hollow.
+
+Readability at page width, measured with the renderer rather than hoped for:
+
+* one colour and marker per method label across every figure of a report: :func:`style_map` over the
+  sorted set of the report's labels (distinct (colour, marker) pairs for up to 100 labels), passed to every
+  figure; a label missing from the map takes the first free pair, in sorted order;
+* the legend sits outside the axes (right), so it covers no data point;
+* throughput ticks: the densest of a few candidate sets (1..9, 1-2-5, 1-3, decades, every k-th decade)
+  whose labels keep a gap on the drawn axis; no minor tick labels;
+* step labels only for methods whose points differ in steps (a constant step count is said once, in the
+  legend: "dps, 20 steps"; step-less methods get none), placed greedily around each point (extremes
+  first) where they overlap no other label, marker or the axes' edge; one that fits nowhere is left out
+  and counted in the caption.
 
 Determinism: Agg backend, ``svg.hashsalt`` fixed, PNG ``Software`` and SVG ``Date`` metadata removed; every
 file is written atomically (rendered into memory, then temp file + rename).
@@ -27,16 +36,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from bench.imageio import atomic_write_bytes  # noqa: E402
+from bench.report.grid import MIN_TILE, ZOOM, grid_ids, sample_grid, tile_size  # noqa: E402,F401 (re-exported)
 
 #: (column, axis label, lower is better) in order of preference for the y axis
 Y_CHOICES = (("fid", "FID", True), ("psnr_mean", "PSNR (dB)", False), ("lpips_mean", "LPIPS", True),
              ("loe_mean", "LOE", True), ("niqe_mean", "NIQE", True))
-RC = {"svg.hashsalt": "bench-report", "font.size": 9, "figure.dpi": 100}
-MIN_TILE, MAX_TILE, ZOOM = 192, 384, 4
-BAND, FOOT, FONT_SIZE = (28, 28, 28), (45, 45, 45), 14
+RC = {"svg.hashsalt": "bench-report", "font.size": 9, "figure.dpi": 120}
+FIGSIZE = (6.0, 4.6)  # inches at 120 dpi; with the legend beside it the PNG stays under ~1000 px wide
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")  # matplotlib's tab10, written out so a style change cannot move it
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+TICK_SUBS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,))
+MAX_TICKS, TICK_GAP_PX = 8, 8
+STEP_FONT, MARKER_PX = 7, 4.5
+#: step-label offsets (points) around a point, nearest ring first; the outer rings get a leader line
+RINGS = (7, 12, 18, 26, 36)
+DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+Style = tuple[str, str]  # (colour, marker)
 
 
 def _save(fig, base: Path) -> tuple[Path, Path]:
@@ -62,197 +84,264 @@ def pick_y(df: pd.DataFrame) -> tuple[str, str, bool] | None:
     return None
 
 
-def tradeoff_figure(df: pd.DataFrame, base: Path, fid_reason: str = "") -> tuple[Path, Path, str]:
-    """Plot the shown runs of one (dataset, task); returns (png, svg, caption)."""
+# --------------------------------------------------------------------------- one style per method
+def _pair(k: int) -> Style:
+    return PALETTE[k % len(PALETTE)], MARKERS[(k + k // len(PALETTE)) % len(MARKERS)]
+
+
+def style_map(labels) -> dict[str, Style]:
+    """(colour, marker) per method label, from the sorted set of ``labels`` (pass every label of the report,
+    so each figure draws a method the same way); distinct pairs for up to 100 labels."""
+    keys = sorted({str(x) for x in labels if isinstance(x, str) and x})
+    return {k: _pair(i) for i, k in enumerate(keys)}
+
+
+def _complete_styles(styles: dict[str, Style] | None, labels) -> dict[str, Style]:
+    """``styles`` plus, for labels it lacks (sorted), the first (colour, marker) pairs it does not use."""
+    styles = dict(styles) if styles is not None else style_map(labels)
+    used, k = set(styles.values()), 0
+    for label in sorted({str(x) for x in labels} - set(styles)):
+        while _pair(k) in used and k < 100:
+            k += 1
+        styles[label] = _pair(k)
+        used.add(styles[label])
+    return styles
+
+
+def _darker(colour: str, f: float = 0.72) -> tuple[float, float, float]:
+    return tuple(c * f for c in to_rgb(colour))
+
+
+# --------------------------------------------------------------------------- throughput ticks
+def _fmt(v: float, _pos=None) -> str:
+    if 1e-2 <= v < 1e4:
+        return f"{v:g}"
+    k = math.floor(math.log10(v) + 1e-9)
+    m = round(v / 10 ** k, 6)
+    return f"$10^{{{k}}}$" if m == 1 else f"${m:g}\\times10^{{{k}}}$"
+
+
+def _tick_sets(lo: float, hi: float):
+    """Candidate major tick sets inside [lo, hi], densest first; each has >= 2 ticks or is skipped."""
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    sets = [[m * 10.0 ** k for k in range(k0, k1 + 1) for m in subs] for subs in TICK_SUBS]
+    sets += [[10.0 ** k for k in range(k0, k1 + 1) if k % step == 0] for step in range(2, k1 - k0 + 2)]
+    for ticks in sets:
+        ticks = [t for t in ticks if lo <= t * (1 + 1e-9) and t <= hi * (1 + 1e-9)]
+        if 2 <= len(ticks) <= MAX_TICKS:
+            yield ticks
+
+
+def log_limits(lo: float, hi: float) -> tuple[float, float]:
+    """[lo / 1.6, hi * 1.6] widened to the nearest m x 10^k (m = 1..9) outside: both ends are ticks of the
+    densest candidate set, so even a single point gets two labelled ticks."""
+    def snap(v, up):
+        k = math.floor(math.log10(v))
+        m = (math.ceil if up else math.floor)(round(v / 10 ** k, 9))
+        return m * 10.0 ** k
+
+    return snap(lo / 1.6, False), snap(hi * 1.6, True)
+
+
+def _log_ticks(fig, ax) -> None:
+    """The densest candidate tick set whose labels keep TICK_GAP_PX apart on the drawn axis."""
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(_fmt))
+    ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10), numticks=100))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    candidates = list(_tick_sets(lo, hi)) or [[lo, hi]]  # (lo, hi from log_limits are ticks)
+    r = fig.canvas.get_renderer()
+    for ticks in candidates:
+        ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+        fig.draw_without_rendering()
+        boxes = sorted((t.get_window_extent(r) for t in ax.xaxis.get_ticklabels() if t.get_text()),
+                       key=lambda b: b.x0)
+        if all(b.x0 - a.x1 >= TICK_GAP_PX for a, b in zip(boxes, boxes[1:])):
+            return
+    ax.xaxis.set_major_locator(ticker.FixedLocator(candidates[-1]))
+
+
+# --------------------------------------------------------------------------- step labels
+def _step_items(groups) -> list[tuple[float, float, str, str, bool]]:
+    """(x, y, text, colour, is an extreme) for the points of methods whose points differ in steps."""
+    items = []
+    for g, colour in groups:
+        s = g["steps"].dropna()
+        if s.nunique() < 2:
+            continue
+        ends = {s.idxmin(), s.idxmax()}
+        items += [(float(r["_x"]), float(r["_y"]), str(int(r["steps"])), colour, i in ends)
+                  for i, r in g.loc[s.index].iterrows()]
+    return items
+
+
+def _obstacles(ax) -> list[Bbox]:
+    """Display boxes of every marker and error bar: step labels go elsewhere."""
+    boxes = []
+    for line in ax.lines:
+        if line.get_marker() not in (None, "None", "", " "):
+            for px, py in ax.transData.transform(np.column_stack(line.get_data()).astype(float)):
+                boxes.append(Bbox.from_extents(px - MARKER_PX, py - MARKER_PX, px + MARKER_PX, py + MARKER_PX))
+    for coll in ax.collections:
+        for seg in coll.get_segments() if hasattr(coll, "get_segments") else []:
+            (x0, y0), (x1, y1) = ax.transData.transform(np.asarray(seg, float)[[0, -1]])
+            boxes.append(Bbox.from_extents(min(x0, x1) - 1.5, min(y0, y1), max(x0, x1) + 1.5, max(y0, y1)))
+    return boxes
+
+
+def _place_step_labels(fig, ax, items) -> int:
+    """Greedy placement on rings of candidate positions (nearest first); each method's extreme step counts
+    first, the most hemmed-in point first within each group. Returns how many labels fitted nowhere."""
+    r = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    inner, taken, px = ax.get_window_extent(r).padded(-1), _obstacles(ax), fig.dpi / 72
+    sizes = {}
+    for text in {it[2] for it in items}:
+        t = ax.text(0, 0, text, fontsize=STEP_FONT)
+        e = t.get_window_extent(r)
+        sizes[text] = (e.width / 2 + 1, e.height / 2 + 1)
+        t.remove()
+
+    def candidates(x, y, text):
+        (cx, cy), (w, h) = ax.transData.transform((x, y)), sizes[text]
+        for radius in RINGS:
+            for dx, dy in DIRECTIONS:
+                ox, oy = radius * dx / math.hypot(dx, dy), radius * dy / math.hypot(dx, dy)
+                box = Bbox.from_extents(cx + ox * px - w, cy + oy * px - h, cx + ox * px + w, cy + oy * px + h)
+                if inner.x0 <= box.x0 and box.x1 <= inner.x1 and inner.y0 <= box.y0 and box.y1 <= inner.y1:
+                    yield radius, (ox, oy), box
+
+    def free(c):
+        return not any(c[2].overlaps(b) for b in taken)
+
+    room = [sum(map(free, candidates(*it[:3]))) for it in items]
+    dropped = 0
+    for k in sorted(range(len(items)), key=lambda k: (not items[k][4], room[k], k)):
+        x, y, text, colour, _ = items[k]
+        spot = next(filter(free, candidates(x, y, text)), None)
+        if spot is None:
+            dropped += 1
+            continue
+        radius, offset, box = spot
+        lead = {"arrowprops": {"arrowstyle": "-", "lw": 0.5, "color": _darker(colour), "shrinkA": 0,
+                               "shrinkB": 3}} if radius > RINGS[0] else {}
+        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha="center", va="center",
+                    fontsize=STEP_FONT, color=_darker(colour), **lead)
+        taken.append(box)
+    return dropped
+
+
+# --------------------------------------------------------------------------- labels
+def _y_label(df, shown, col: str, label: str, n_common: int | None) -> str:
+    if col == "fid":
+        n = _numeric(df.loc[shown, "fid_n"]).dropna().unique() if "fid_n" in df else []
+        return f"FID ({int(n[0])} images vs ground truth)" if len(n) == 1 else "FID"
+    if n_common is not None:
+        return f"{label}, mean over {n_common} common images"
+    n = _numeric(df.loc[shown, "n_images"]).dropna() if "n_images" in df else pd.Series(dtype=float)
+    if n.nunique() == 1:
+        return f"{label}, mean over {int(n.iloc[0])} images"
+    return f"{label}, mean over each run's images ({int(n.min())}-{int(n.max())})" if len(n) else label
+
+
+def _x_label(df, shown) -> str:
+    names = sorted({str(d) for d in df.loc[shown, "device_name"] if isinstance(d, str) and d}) \
+        if "device_name" in df else []
+    where = names[0] if len(names) == 1 else "devices differ, see runs.csv" if names else ""
+    return f"images/s (restore only{', ' + where if where else ''}), log scale"
+
+
+def tradeoff_figure(df: pd.DataFrame, base: Path, fid_reason: str = "", *, styles: dict[str, Style] | None = None,
+                    n_common: int | None = None) -> tuple[Path, Path, str]:
+    """Plot the runs of one (dataset, task) (one row per run); returns (png, svg, caption).
+
+    ``styles``: the report's :func:`style_map` (default: one over this figure's labels); ``n_common``: the
+    number of common images the per-run values were computed on (the y label says so)."""
     dataset, task = str(df["dataset"].iloc[0]), str(df["task"].iloc[0])
+    styles = _complete_styles(styles, df["label"].astype(str))
     choice = pick_y(df)
     x = _numeric(df["images_per_s"])
     nfe = _numeric(df["nfe_per_image"]).fillna(0)
     with matplotlib.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+        fig, ax = plt.subplots(figsize=FIGSIZE)
+        ax.set_title(f"{dataset} / {task}")
         if choice is None:
             ax.text(0.5, 0.5, "no metric available", ha="center", va="center", transform=ax.transAxes)
             caption = f"{dataset}/{task}: no metric with a value to plot against throughput."
-            ylabel = "(no metric)"
+            ax.set_ylabel("(no metric)")
+            ax.set_xlabel(_x_label(df, df.index == df.index))
         else:
-            col, ylabel, lower = choice
-            metric = ylabel.split()[0]
-            y = _numeric(df[col])
-            has_ci = col.endswith("_mean")
-            lo = _numeric(df[col.replace("_mean", "_ci_lo")]) if has_ci else pd.Series(np.nan, index=df.index)
-            hi = _numeric(df[col.replace("_mean", "_ci_hi")]) if has_ci else pd.Series(np.nan, index=df.index)
-            ref = (nfe == 0) & y.notna()
-            pts = ~ref & y.notna() & x.gt(0) & x.notna()
-            for k, (label, g) in enumerate(df[pts].groupby("label", sort=True)):
-                g = g.assign(_x=x[g.index], _y=y[g.index]).sort_values("_x")
-                err = np.vstack([(g["_y"] - lo[g.index]).clip(lower=0), (hi[g.index] - g["_y"]).clip(lower=0)])
-                color = f"C{k % 10}"
-                ax.errorbar(g["_x"], g["_y"], yerr=None if not has_ci else np.nan_to_num(err), color=color,
-                            marker="o", capsize=3, label=str(label), linewidth=1.2)
-                inc = g[~g["complete"].astype(bool)]
-                if len(inc):
-                    ax.plot(inc["_x"], inc["_y"], "o", mfc="white", color=color)
-                for _, r in g.iterrows():
-                    if not pd.isna(r["steps"]):
-                        ax.annotate(str(int(r["steps"])), (r["_x"], r["_y"]), textcoords="offset points",
-                                    xytext=(4, 4), fontsize=7)
-            for k, (_, r) in enumerate(df[ref].iterrows()):
-                ax.axhline(float(y[r.name]), color="0.35", linestyle=("--", ":", "-.")[k % 3], linewidth=1,
-                           label=f"{r['label']} (NFE = 0, reference)")
-            caption = (f"{dataset}/{task}: {metric} ({'lower' if lower else 'higher'} is better) vs throughput "
-                       f"(images/s, log scale); one line per method across step counts (labels = steps)"
-                       + ("; error bars = 95 % BCa intervals over images" if has_ci else "; FID has no per-image "
-                          "values, so no error bars") + "; methods without network evaluations (NFE = 0) are "
-                       "dashed horizontal reference lines; hollow markers = incomplete runs.")
-            if col != "fid":
-                why = "see the FID column of the table" if fid_reason else "no run has an FID"
-                caption += f" FID is unavailable ({why}), so {metric} is plotted instead; this is not an FID plot."
-                ylabel = f"{ylabel} - FID unavailable, {metric} shown instead"
-            dropped = int((~(pts | ref)).sum())
-            if dropped:
-                caption += f" {dropped} run(s) without a finite throughput or value are not shown."
-            if pts.any():
-                ax.set_xscale("log")
-            if pts.any() or ref.any():
-                ax.legend(fontsize=7, loc="best")
-        ax.set_xlabel("throughput (images/s, log scale)")
-        ax.set_ylabel(ylabel if len(ylabel) < 40 else ylabel.replace(" - ", "\n"))
-        ax.set_title(f"{dataset} / {task}")
-        ax.grid(True, which="both", alpha=0.3)
+            caption = _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common)
         png, svg = _save(fig, base)
     return png, svg, caption
 
 
-# --------------------------------------------------------------------------- sample grid
-def _font(size: int = FONT_SIZE):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _wrap(draw, text: str, width: int, font, max_lines: int = 4) -> list[str]:
-    """Greedy word wrap to ``width`` pixels (words longer than a line are broken by character)."""
-    lines, cur = [], ""
-    for word in text.split(" "):
-        trial = f"{cur} {word}" if cur else word
-        if draw.textlength(trial, font=font) <= width - 8:
-            cur = trial
-            continue
-        if cur:
-            lines.append(cur)
-        cur = ""
-        for ch in word:
-            if cur and draw.textlength(cur + ch, font=font) > width - 8:
-                lines.append(cur)
-                cur = ""
-            cur += ch
-    return (lines + [cur])[:max_lines]
-
-
-def _load(path: Path | None) -> Image.Image | None:
-    if path is None or not path.is_file():
-        return None
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
-def _tile(im: Image.Image | None, size: tuple[int, int], font) -> Image.Image:
-    w, h = size
-    if im is None:
-        tile = Image.new("RGB", (w, h), (90, 90, 90))
-        ImageDraw.Draw(tile).text((6, h // 2 - 8), "n/a", fill=(255, 255, 255), font=font)
-        return tile
-    if im.size == (w, h):
-        return im
-    smaller = im.size[0] <= w and im.size[1] <= h
-    return im.resize((w, h), Image.Resampling.NEAREST if smaller else Image.Resampling.BOX)
-
-
-def tile_size(w: int, h: int) -> tuple[int, int]:
-    """Nearest-neighbour integer upscale to >= MIN_TILE on the short side, box-downscale above MAX_TILE."""
-    if max(w, h) > MAX_TILE:
-        s = MAX_TILE / max(w, h)
-        return max(1, round(w * s)), max(1, round(h * s))
-    f = max(1, math.ceil(MIN_TILE / min(w, h)))
-    return w * f, h * f
-
-
-def _metric_text(run, image_id: str) -> str:
-    row = run.rows[run.rows["id"] == image_id]
-    if not len(row):
-        return "not in this run"
-    row = row.iloc[0]
-    parts = []
-    p = row.get("psnr")
-    if p is not None and not pd.isna(p):
-        parts.append("PSNR inf (identical)" if p == math.inf else f"PSNR {float(p):.2f} dB")
-    lp = row.get("lpips")
-    if lp is not None and not pd.isna(lp):
-        parts.append(f"LPIPS {float(lp):.3f}")
-    return "  ".join(parts) if parts else "no reference metrics"
-
-
-def grid_ids(runs, max_rows: int) -> list[str]:
-    common = set(runs[0].ids)
-    for r in runs[1:]:
-        common &= set(r.ids)
-    return sorted(common)[:max_rows]
-
-
-def sample_grid(columns: list[tuple[str, object]], ref_dir: Path | None, out: Path,
-                max_rows: int = 4) -> tuple[Path, list[str]]:
-    """``columns``: (label, Run) per method; writes the grid PNG to ``out``; returns it and every text drawn."""
-    runs = [r for _, r in columns]
-    ids = grid_ids(runs, max_rows)
-    first = _load(runs[0].dir / "images" / f"{ids[0]}.png")
-    w, h = tile_size(*first.size)
-    labels = ["ground truth", "degraded input"] + [lab for lab, _ in columns]
-    font, small = _font(), _font(FONT_SIZE - 2)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    wrapped = [_wrap(probe, lab, w, font) for lab in labels]
-    line_h, foot_h = FONT_SIZE + 4, FONT_SIZE + 6
-    header = 6 + line_h * max(len(x) for x in wrapped)
-    row_h = h + foot_h
-    grid = Image.new("RGB", (w * len(labels), header + row_h * (len(ids) + 1)), BAND)
-    draw = ImageDraw.Draw(grid)
-    texts = []
-    for c, lines in enumerate(wrapped):
-        for k, line in enumerate(lines):
-            draw.text((c * w + 4, 3 + line_h * k), line, fill=(255, 255, 255), font=font)
-            texts.append(line)
-    images = {}
-    for r, i in enumerate(ids):
-        y0 = header + r * row_h
-        cells = [_load(ref_dir / f"{i}.png") if ref_dir is not None else None,
-                 _load(runs[0].dir / "degraded" / f"{i}.png")]
-        cells += [_load(run.dir / "images" / f"{i}.png") for run in runs]
-        feet = [f"id {i}", "input"] + [_metric_text(run, i) for run in runs]
-        images[i] = cells
-        for c, (im, foot) in enumerate(zip(cells, feet)):
-            grid.paste(_tile(im, (w, h), font), (c * w, y0))
-            draw.rectangle((c * w, y0 + h, (c + 1) * w - 1, y0 + row_h - 1), fill=FOOT)
-            text = _wrap(probe, foot, w, small, max_lines=1)[0]
-            draw.text((c * w + 4, y0 + h + 3), text, fill=(255, 255, 255), font=small)
-            texts.append(text)
-    # zoom row: the centre (1/ZOOM of each side) of the first image, nearest-neighbour
-    y0 = header + len(ids) * row_h
-    for c, im in enumerate(images[ids[0]]):
-        if im is not None and im.size != first.size:  # e.g. the 4x smaller degraded input
-            im = im.resize(first.size, Image.Resampling.NEAREST)
-        if im is not None:
-            cw, ch = max(1, im.size[0] // ZOOM), max(1, im.size[1] // ZOOM)
-            left, top = (im.size[0] - cw) // 2, (im.size[1] - ch) // 2
-            im = im.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.NEAREST)
-        grid.paste(_tile(im, (w, h), font), (c * w, y0))
-        draw.rectangle((c * w, y0 + h, (c + 1) * w - 1, y0 + row_h - 1), fill=FOOT)
-        text = f"zoom x{ZOOM}: centre of {ids[0]}"
-        draw.text((c * w + 4, y0 + h + 3), _wrap(probe, text, w, small, 1)[0], fill=(255, 255, 255), font=small)
-        texts.append(text)
-    buf = io.BytesIO()
-    grid.save(buf, format="PNG", optimize=False, compress_level=6)
-    atomic_write_bytes(out, buf.getvalue())
-    return out, texts
+def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
+    dataset, task = str(df["dataset"].iloc[0]), str(df["task"].iloc[0])
+    col, label, lower = choice
+    metric = label.split()[0]
+    y = _numeric(df[col])
+    has_ci = col.endswith("_mean")
+    nan = pd.Series(np.nan, index=df.index)
+    lo = _numeric(df[col.replace("_mean", "_ci_lo")]) if has_ci else nan
+    hi = _numeric(df[col.replace("_mean", "_ci_hi")]) if has_ci else nan
+    ref = (nfe == 0) & y.notna()
+    pts = ~ref & y.notna() & x.gt(0) & x.notna()
+    groups = []
+    for name, g in df[pts].groupby("label", sort=True):
+        colour, marker = styles[str(name)]
+        g = g.assign(_x=x[g.index], _y=y[g.index]).sort_values("_x")
+        if has_ci:
+            err = np.vstack([(g["_y"] - lo[g.index]).clip(lower=0), (hi[g.index] - g["_y"]).clip(lower=0)])
+            ax.errorbar(g["_x"], g["_y"], yerr=np.nan_to_num(err), fmt="none", ecolor=colour, capsize=3,
+                        linewidth=0.9)
+        steps = sorted(int(v) for v in g["steps"].dropna().unique())
+        legend = (f"{name}, {steps[0]}{f'-{steps[-1]}' if len(steps) > 1 else ''} steps" if steps else str(name))
+        ax.plot(g["_x"], g["_y"], color=colour, marker=marker, markersize=6, linewidth=1.2, label=legend)
+        inc = g[~g["complete"].astype(bool)]
+        if len(inc):
+            ax.plot(inc["_x"], inc["_y"], linestyle="none", marker=marker, markersize=6, mfc="white", color=colour)
+        groups.append((g, colour))
+    for k, (_, r) in enumerate(df[ref].sort_values("label").iterrows()):
+        ax.axhline(float(y[r.name]), color=styles[str(r["label"])][0], linestyle=("--", ":", "-.")[k % 3],
+                   linewidth=1.2, label=f"{r['label']} (NFE = 0, reference)")
+    ax.set_ylabel(_y_label(df, pts | ref, col, label, n_common))
+    ax.set_xlabel(_x_label(df, pts) if pts.any() else "images/s: no run with network evaluations (NFE > 0) to place")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.margins(y=0.1)
+    if pts.any():
+        ax.set_xscale("log")
+        ax.set_xlim(*log_limits(float(x[pts].min()), float(x[pts].max())))
+        _log_ticks(fig, ax)
+    else:
+        ax.set_xticks([])
+    items = _step_items(groups)
+    if pts.any() or ref.any():
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                  ncol=1 if len(groups) + int(ref.sum()) <= 16 else 2,
+                  title="numbers at points = steps" if items else None, title_fontsize=7.5)
+    if col != "fid":
+        ax.annotate(f"FID unavailable ({'see the table' if fid_reason else 'no run has one'}): {metric} shown",
+                    (0, 1), xycoords="axes fraction", xytext=(0, 3), textcoords="offset points", ha="left",
+                    va="bottom", fontsize=7.5, color="0.35")
+        ax.set_title(f"{dataset} / {task}", pad=14)
+    dropped = _place_step_labels(fig, ax, items) if items else 0
+    caption = (f"{dataset}/{task}: {metric} ({'lower' if lower else 'higher'} is better) vs throughput "
+               f"(images/s of the restore call, log scale); one line per method across step counts"
+               + ("; numbers at points = steps" if items else "") + "; the legend gives each method's steps"
+               + ("; error bars = the 95 % intervals of the table" if has_ci else "; FID has no per-image "
+                  "values, so no error bars") + "; methods without network evaluations (NFE = 0) are "
+               "horizontal reference lines; hollow markers = incomplete runs; colours and markers are the "
+               "same in every figure of this report.")
+    if dropped:
+        caption += f" {dropped} step label(s) left out where they would cover other labels (steps: the table)."
+    if col != "fid":
+        why = "see the FID column of the table" if fid_reason else "no run has an FID"
+        caption += f" FID is unavailable ({why}), so {metric} is plotted instead; this is not an FID plot."
+    gone = int((~(pts | ref)).sum())
+    if gone:
+        caption += f" {gone} run(s) without a finite throughput or value are not shown."
+    return caption
 
 
 def fid_unavailable_reason(df: pd.DataFrame) -> str:

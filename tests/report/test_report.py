@@ -216,7 +216,7 @@ def test_paired_comparisons_table(results, offline_report):
 
 
 def test_figures_open_and_are_readable(results, offline_report):
-    from bench.report.figures import MIN_TILE
+    from bench.report.grid import GAP, MIN_TILE
 
     figs = sorted((offline_report / "figures").glob("*"))
     assert figs
@@ -229,26 +229,30 @@ def test_figures_open_and_are_readable(results, offline_report):
             text = f.read_text()
             assert "nan" not in text.lower().replace("nanc", "") and "<dc:date>" not in text
     df = pd.read_csv(offline_report / "runs.csv")
-    labels = df[(df["dataset"] == "sample") & (df["task"] == "sr4") & df["shown"]]["label"].nunique()
-    with Image.open(offline_report / "figures" / "sample_sr4_grid.png") as im:
-        assert im.size[0] == (2 + labels) * MIN_TILE  # ground truth, degraded, one column per method label
+    n = min(4, df[(df["dataset"] == "sample") & (df["task"] == "sr4") & df["shown"]]["n_images"].min())
+    with Image.open(offline_report / "figures" / "sample_sr4_grid.png") as im:  # the common images + the zoom
+        assert im.size[0] == (n + 1) * MIN_TILE + n * GAP <= 1000
+    readme = (offline_report / "README.md").read_text()
+    assert "(default)" not in readme and "](figures/sample_sr4_grid.png)" in readme
 
 
 def test_sample_grid_labels_and_tiles(results, tmp_path):
     from bench.report import aggregate
-    from bench.report.figures import MIN_TILE, sample_grid
+    from bench.report.grid import GAP, MIN_TILE, sample_grid
 
     runs = [r for r in aggregate.scan(results) if r.task == "sr4" and r.method == "bicubic" and r.complete]
     cols = [(r.variant, r) for r in runs[:2]]
     ref = next((results / "sample" / "_reference").iterdir())
-    out, texts = sample_grid(cols, ref, tmp_path / "g.png", max_rows=2)
+    (out,), texts = sample_grid(cols, ref, tmp_path / "g.png", max_images=2, colors=["#1f77b4", "#ff7f0e"])
     assert not any("nan" in t.lower() for t in texts)
     assert any(t.startswith("PSNR ") and t.split()[1].replace(".", "").isdigit() for t in texts)
     assert any(t.startswith("zoom x4") for t in texts) and "ground truth" in texts
+    assert all(r.variant in texts for r in runs[:2])  # one row per method, labelled
     with Image.open(out) as im:
         a = np.asarray(im.convert("RGB"))
-    assert a.shape[1] == 4 * MIN_TILE  # 64 px tiles upscaled 3x, nearest
+    assert a.shape[1] == 3 * MIN_TILE + 2 * GAP  # 2 images + the zoom; 64 px tiles upscaled 3x, nearest
     assert a[:5].mean() < 60  # the dark label band
+    assert (a == (31, 119, 180)).all(axis=2).sum() > 100  # the first method's swatch, in its figure colour
 
 
 def test_tradeoff_baseline_is_a_line_not_a_point(tmp_path):
@@ -267,6 +271,9 @@ def test_tradeoff_baseline_is_a_line_not_a_point(tmp_path):
     assert "bicubic (NFE = 0, reference)" in text
     png, svg, caption = tradeoff_figure(df.assign(fid=np.nan), tmp_path / "no_fid", "weights missing")
     assert "not an FID plot" in caption and "error bars = 95 % BCa" in caption
+    png, svg, caption = tradeoff_figure(df[df["label"] == "bicubic"], tmp_path / "only_ref")
+    text = svg.read_text()  # only a reference line: no empty log axis pretending to be one
+    assert "no run with network evaluations" in text and "log scale" not in text
 
 
 def test_idempotent(results, tmp_path, offline):
