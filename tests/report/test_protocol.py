@@ -100,9 +100,9 @@ def built(tree, tmp_path_factory):
 
     seen, original = {}, figures.tradeoff_figure
 
-    def spy(df, base, reason=""):
+    def spy(df, base, reason="", **kw):
         seen[(str(df["dataset"].iloc[0]), str(df["task"].iloc[0]))] = df.copy()
-        return original(df, base, reason)
+        return original(df, base, reason, **kw)
 
     mp = pytest.MonkeyPatch()
     mp.setenv("BENCH_OFFLINE", "1")

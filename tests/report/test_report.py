@@ -270,7 +270,7 @@ def test_tradeoff_baseline_is_a_line_not_a_point(tmp_path):
     assert "10^{4}" not in text and "10^{5}" not in text  # bicubic's 81,845 img/s does not stretch the axis
     assert "bicubic (NFE = 0, reference)" in text
     png, svg, caption = tradeoff_figure(df.assign(fid=np.nan), tmp_path / "no_fid", "weights missing")
-    assert "not an FID plot" in caption and "error bars = 95 % BCa" in caption
+    assert "not an FID plot" in caption and "error bars = the 95 % intervals of the table" in caption
     png, svg, caption = tradeoff_figure(df[df["label"] == "bicubic"], tmp_path / "only_ref")
     text = svg.read_text()  # only a reference line: no empty log axis pretending to be one
     assert "no run with network evaluations" in text and "log scale" not in text
