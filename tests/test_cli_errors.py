@@ -71,7 +71,7 @@ BAD = [
     # Hydra's lexer: the argument, and the quoted form to copy
     (["dataset.root=/data/Größe"], ["cannot parse the override 'dataset.root=/data/Größe'",
                                     "Hydra's quotes inside the shell's: 'dataset.root=\"/data/Größe\"'",
-                                    'README "Quoting"']),
+                                    'docs/usage.md "Quoting"']),
     (["dataset.root=/data/unicode", "dir", "é"], ["Hydra cannot parse 'dir' 'é'", "split at spaces",
                                                  "'dataset.root=\"/data/unicode dir é\"'"]),
     (["method=bicubic", "dataset.root=/data/Bilder/Größe", "1", "seed=1"], ["'dataset.root=\"/data/Bilder/Größe 1\"'"]),
