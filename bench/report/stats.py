@@ -8,8 +8,6 @@ Intervals (descriptive; ``*`` never comes from them):
   there on. BCa under-covers badly at small n (simulated 95 % intervals of a normal mean: 77 % coverage at
   n = 4, 88 % at n = 8, 94 % at n = 30; the t interval: 95 % at every n under normality), so it is used only
   where its coverage holds.
-* :func:`paired_diff`: the mean per-image difference ``a_i - b_i`` of two runs on their common image ids and
-  its paired 95 % BCa interval (kept for callers that want the bootstrap at any n).
 
 Significance (the report's ``*``): :func:`sign_flip_p`, the paired two-sided sign-flip (permutation) test of
 the mean difference: under the null "the two methods are exchangeable on every image" each difference is as
@@ -41,7 +39,7 @@ import warnings
 import numpy as np
 
 __all__ = ["ALPHA", "BOOT_MIN_N", "CI_LEVEL", "EXACT_MAX_N", "MC_RESAMPLES", "bootstrap_ci", "cell_seed", "holm",
-           "mean_interval", "paired_diff", "sign_flip_p", "smallest_p"]
+           "mean_interval", "sign_flip_p", "smallest_p"]
 
 CI_LEVEL = 0.95
 ALPHA = 0.05
@@ -63,27 +61,20 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def _bca(data: tuple[np.ndarray, ...], statistic, n_boot: int, seed: int, paired: bool) -> tuple[float, float]:
+def _bca(v: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """The 95 % BCa bootstrap interval of the mean of ``v`` (``scipy.stats.bootstrap``)."""
     from scipy.stats import bootstrap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-n BCa notes; degenerate data is handled by the caller
-        res = bootstrap(data, statistic, n_resamples=int(n_boot), confidence_level=CI_LEVEL, method="BCa",
-                        paired=paired, vectorized=True, random_state=np.random.default_rng(seed))
+        res = bootstrap((v,), np.mean, n_resamples=int(n_boot), confidence_level=CI_LEVEL, method="BCa",
+                        vectorized=True, random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def _constant(v: np.ndarray) -> bool:
     """All values equal up to float round-off (BCa's acceleration is 0/0 there)."""
     return float(np.ptp(v)) <= 1e-12 * max(1.0, float(np.abs(v).max()))
-
-
-def _mean(x, axis=-1):
-    return np.mean(x, axis=axis)
-
-
-def _mean_diff(x, y, axis=-1):
-    return np.mean(x - y, axis=axis)
 
 
 def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
@@ -96,31 +87,8 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, floa
         return mean, math.nan, math.nan
     if _constant(v):
         return mean, mean, mean
-    lo, hi = _bca((v,), _mean, n_boot, seed, paired=False)
+    lo, hi = _bca(v, n_boot, seed)
     return mean, lo, hi
-
-
-def paired_diff(a: dict, b: dict, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Mean of ``a[id] - b[id]`` over the ids both hold with finite values, and its paired BCa interval.
-
-    Returns ``{mean, lo, hi, n, significant}``; ``significant`` = the interval excludes 0.
-    """
-    ids = sorted(i for i in set(a) & set(b) if math.isfinite(a[i]) and math.isfinite(b[i]))
-    xa = np.array([a[i] for i in ids], dtype=np.float64)
-    xb = np.array([b[i] for i in ids], dtype=np.float64)
-    n = len(ids)
-    if n == 0:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "significant": False}
-    d = xa - xb
-    mean = float(d.mean())
-    if n < 2 or n_boot <= 0:
-        lo = hi = math.nan
-    elif _constant(d):
-        lo = hi = mean
-    else:
-        lo, hi = _bca((xa, xb), _mean_diff, n_boot, seed, paired=True)
-    sig = bool(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0))
-    return {"mean": mean, "lo": lo, "hi": hi, "n": n, "significant": sig}
 
 
 # --------------------------------------------------------------------------- intervals for the tables
