@@ -182,7 +182,7 @@ def run_from_config(cfg: DictConfig, outcome: dict | None = None) -> Path | None
         outcome["skipped"] = reason
         return None
 
-    dataset = _instantiate(_strip(c["dataset"], "name"))
+    dataset = _instantiate(_strip(c["dataset"], "name", "split", "validation"))
     if len(dataset) == 0:
         raise _empty_shard_error(dataset, dname)
     dataset.check_files(progress=bool(c["run"]["progress"]))  # full decode of the shard, before any dir

@@ -64,7 +64,8 @@ NON_SEMANTIC = {
     "model": None,
     "steps": None,
     "gan": None,  # likewise feeds ``method.generator.source`` (DGP) only
-    "dataset": ("root", "shard", "num_shards", "limit", "num_workers"),
+    "dataset": ("root", "shard", "num_shards", "limit", "num_workers", "split", "validation"),  # split: labels
+    "tune": None,  # the tuning tool's settings and the method's search space (bench.tune)
     "task": ("description", "conventions"),  # documentation strings
 }
 
