@@ -102,4 +102,4 @@ def run(method: str | None = None, task: str | None = None, *, overrides: Sequen
     from bench.cli import run_from_config
 
     cfg = compose(method, task, overrides, config_dirs, **kw)
-    return run_from_config(cfg)
+    return run_from_config(cfg, overrides=to_overrides(method, task, overrides, (), **kw))

@@ -44,6 +44,7 @@ from bench.results import (RunStore, code_fingerprint, config_hash, identity, re
                            write_json, write_reference)
 from bench.runner import RunOptions, load_method, restore_dataset
 from bench.tasks import Task
+from bench.tuned import apply as apply_preset
 
 log = logging.getLogger("bench")
 
@@ -151,13 +152,24 @@ class Cell:
     outcome: dict  # see run_from_config
 
 
-def run_from_config(cfg: DictConfig, outcome: dict | None = None) -> Path | None:
+def _job_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_from_config(cfg: DictConfig, outcome: dict | None = None, overrides: list[str] | None = None) -> Path | None:
     """Run one cell. Returns the run directory (None when skipped). ``outcome``, when given, receives what a
     sweep's summary shows of the cell (:mod:`bench.sweep`): ``skipped`` (the reason), or ``expected`` (the
-    shard's images), ``new`` (restored by this invocation) and ``summary`` (the printed summary)."""
+    shard's images), ``new`` (restored by this invocation) and ``summary`` (the printed summary).
+    ``overrides``: the command line's overrides (default: the Hydra job's), whose ``method.*`` keys win over
+    a tuned preset (:mod:`bench.tuned`)."""
     outcome = {} if outcome is None else outcome
     c = OmegaConf.to_container(cfg, resolve=True)
     check_missing(c, OmegaConf.to_container(cfg, resolve=False))
+    settings = apply_preset(c, _job_overrides() if overrides is None else overrides)  # before the identity
+    if settings:
+        print(f"[bench] {settings}")
     check_run_options(c["run"])
     check_dataset_options(c["dataset"])
     check_targets(c)
@@ -304,6 +316,7 @@ def _manifest(cell: Cell) -> dict:
                     "image_size": dataset.image_size, "preprocessing": dataset.preprocessing_rule},
         "task": task.describe(),
         "method": {**method.describe(), "backprop_through_prior": bool(method.backprop_through_prior)},
+        "tuned": c.get("tuned", "official"),  # official, or the applied preset's record (bench/tuned.py)
         "metrics": cell.metrics.manifest_entry(),
     }
 

@@ -76,7 +76,7 @@ NON_SEMANTIC = {
 #: Every other ``*.py`` under ``bench/`` is in the code fingerprint (cli, runner, results, data, imageio,
 #: tasks, seeding, diffusion, operators/, methods/, models/, metrics/, ... and any new module not listed).
 CODE_EXCLUDED = ("report/*", "verify.py", "train/*", "perf/*", "loggers.py", "provenance.py", "__main__.py",
-                 "sweep.py", "checks.py", "cli_errors.py", "notices.py")
+                 "sweep.py", "checks.py", "cli_errors.py", "notices.py", "tune/*")
 
 
 def _drop_path_of_hashed_files(node):

@@ -1,0 +1,162 @@
+"""python -m bench.tune end to end on the random ``adm_tiny`` prior (32 px, fast): a study writes a preset,
+the CLI applies it (a different run identity from the official settings), a finished study gains no trial on a
+rerun, a killed study resumes, a test split is refused unless forced, and bad input fails before any trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_cli, run_dirs
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model=adm_tiny", "method=ddrm", "task=denoise", "steps=3", "tune.startup_trials=2"]
+
+
+@pytest.fixture(scope="module")
+def val_dir(tmp_path_factory) -> Path:
+    """Four real photos (scikit-image's, which dataset=sample also uses) as a 'validation' folder."""
+    from skimage import data as skdata
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("val")
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        Image.fromarray(getattr(skdata, name)()).save(root / f"{name}.png")
+    return root
+
+
+def split(val_dir: Path) -> list[str]:
+    return ["dataset=folder", f"dataset.root={val_dir}", "dataset.image_size=32", "dataset.split=validation"]
+
+
+def tune(*overrides: str, root: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "bench.tune", *overrides, f"run.results_root={root}"]
+    env = {**os.environ, "BENCH_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def trial_states(root: Path) -> list[str]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    (journal,) = (root / ".tune").rglob("journal.log")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    return [t.state.name for t in study.get_trials()]
+
+
+def test_a_study_writes_a_preset_the_cli_applies(tmp_path, val_dir):
+    proc = tune(*TINY, *split(val_dir), "tune.trials=3", "tune.images=2", root=tmp_path)
+    assert proc.stdout.count("] trial ") == 3, proc.stdout  # one progress line per trial
+    (preset,) = (tmp_path / "tuned").rglob("*.yaml")
+    assert preset.relative_to(tmp_path / "tuned") == Path("adm_tiny/denoise/ddrm-steps3.yaml")
+    doc = yaml.safe_load(preset.read_text())
+    prov = doc["provenance"]
+    assert doc["cell"] == {"prior": "adm_tiny", "task": "denoise", "method": "ddrm", "steps": 3}
+    assert prov["trials"] == 3 and prov["split"]["images"] == 2 and prov["split"]["forced_test_split"] is False
+    assert set(doc["values"]) == set(prov["space"]) and prov["objective"].startswith("psnr")
+    # the chosen value is the best of the official run and the trials on the split
+    assert prov["value"] >= prov["official_value"]
+    # every trial is an ordinary run directory on the validation split
+    assert len([d for d in run_dirs(tmp_path) if d.parts[-4] == "folder"]) >= 2
+
+    # the CLI applies it (tuned=auto finds <results_root>/tuned/...), official does not: two identities
+    base = ["model=adm_tiny", "method=ddrm", "task=denoise", "steps=3", "dataset.image_size=32", "dataset.limit=1"]
+    run_cli(*base, "tuned=auto", results_root=tmp_path)
+    run_cli(*base, "tuned=official", results_root=tmp_path)
+    tuned_dirs = [d for d in run_dirs(tmp_path) if d.parts[-4] == "sample"]
+    records = {d.name: json.loads((d / "manifest.json").read_text())["tuned"] for d in tuned_dirs}
+    assert len(records) == 2, records
+    applied = [r for r in records.values() if isinstance(r, dict)]
+    assert len(applied) == 1 and "official" in records.values()
+    assert applied[0]["values"] == doc["values"] and applied[0]["trials"] == 3
+    cfg = yaml.safe_load((next(d for d in tuned_dirs if isinstance(records[d.name], dict)) / "config.yaml").read_text())
+    assert all(cfg["method"][k] == v for k, v in doc["values"].items())
+
+    # a key set on the command line wins over the preset, and the record says so
+    key = sorted(doc["values"])[0]
+    proc = run_cli(*base, "tuned=auto", f"method.{key}=0.123", results_root=tmp_path)
+    assert f"set on the command line instead: ['{key}']" in proc.stdout
+
+    # rerunning the finished study adds no trial; asking for more adds exactly the difference
+    before = trial_states(tmp_path)
+    proc = tune(*TINY, *split(val_dir), "tune.trials=3", "tune.images=2", root=tmp_path)
+    assert "no new trial" in proc.stdout and trial_states(tmp_path) == before
+    tune(*TINY, *split(val_dir), "tune.trials=4", "tune.images=2", root=tmp_path)
+    states = trial_states(tmp_path)
+    assert len(states) == len(before) + 1 and sum(s in ("COMPLETE", "PRUNED") for s in states) == 4
+
+
+def test_a_killed_study_resumes(tmp_path, val_dir):
+    cmd = [sys.executable, "-m", "bench.tune", *TINY, *split(val_dir), "tune.trials=3", "tune.images=2",
+           "steps=6", f"run.results_root={tmp_path}"]
+    env = {**os.environ, "BENCH_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in proc.stdout:  # kill it while its second trial runs
+            if "] trial 1 " in line:
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=60)
+    assert not list((tmp_path / "tuned").rglob("*.yaml")), "a killed study must not have written a preset"
+    states = trial_states(tmp_path)
+    assert states.count("COMPLETE") + states.count("PRUNED") == 1 and states.count("RUNNING") <= 1
+    done = tune(*TINY[:-1], "tune.startup_trials=2", *split(val_dir), "tune.trials=3", "tune.images=2", "steps=6",
+                root=tmp_path)
+    states = trial_states(tmp_path)
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3, (states, done.stdout)
+    if "RUNNING" in states or "FAIL" in states:  # the killed trial was failed and queued again
+        assert "queued again" in done.stdout
+    assert "RUNNING" not in states
+    assert list((tmp_path / "tuned").rglob("*.yaml"))
+
+
+def test_a_test_split_is_refused_unless_forced(tmp_path, val_dir):
+    test_split = ["dataset=folder", f"dataset.root={val_dir}", "dataset.image_size=32"]  # folder: split test
+    proc = tune(*TINY, *test_split, "tune.trials=1", "tune.images=1", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "is a test split" in proc.stderr and "tune.allow_test_split=true" in proc.stderr
+    assert not (tmp_path / ".tune").exists() and not run_dirs(tmp_path), "refused before any work"
+    tune(*TINY, *test_split, "tune.trials=1", "tune.images=1", "tune.allow_test_split=true", root=tmp_path)
+    (preset,) = (tmp_path / "tuned").rglob("*.yaml")
+    assert yaml.safe_load(preset.read_text())["provenance"]["split"]["forced_test_split"] is True
+    from bench.tuned import label
+
+    run = run_cli("model=adm_tiny", "method=ddrm", "task=denoise", "steps=3", "dataset.image_size=32",
+                  "dataset.limit=1", "tuned=auto", results_root=tmp_path)
+    assert "TEST split, forced" in run.stdout
+    (d,) = [d for d in run_dirs(tmp_path) if d.parts[-4] == "sample"]
+    assert "TEST split, forced" in label(json.loads((d / "manifest.json").read_text())["tuned"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tune.objective=psnrr", "did you mean psnr"),
+    ("tune.trials=0", "tune.trials=0 must be a positive integer"),
+    ("tune.launcher=ray", "allowed: processes, local, slurm"),
+    ("method.eta=0.5", "set on the command line but also searched"),
+])
+def test_bad_input_fails_before_any_trial(tmp_path, val_dir, override, message):
+    proc = tune(*TINY, *split(val_dir), override, root=tmp_path, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / ".tune").exists()
+
+
+def test_a_method_without_a_space_and_an_unknown_parameter(tmp_path, val_dir):
+    proc = tune("method=bicubic", "task=sr4", *split(val_dir), root=tmp_path, check=False)
+    assert proc.returncode == 2 and "has no tune.space" in proc.stderr
+    proc = tune(*TINY, *split(val_dir), "++tune.space.etta={low:0.0,high:1.0}", root=tmp_path, check=False)
+    assert proc.returncode == 2 and "has no parameter method.etta (did you mean eta?)" in proc.stderr
