@@ -60,7 +60,7 @@ def trial_states(root: Path) -> list[str]:
 
 def test_a_study_writes_a_preset_the_cli_applies(tmp_path, val_dir):
     proc = tune(*TINY, *split(val_dir), "tune.trials=3", "tune.images=2", root=tmp_path)
-    assert proc.stdout.count("] trial ") == 3, proc.stdout  # one progress line per trial
+    assert proc.stdout.count(": trial ") == 3, proc.stdout  # one progress line per trial
     (preset,) = (tmp_path / "tuned").rglob("*.yaml")
     assert preset.relative_to(tmp_path / "tuned") == Path("adm_tiny/denoise/ddrm-steps3.yaml")
     doc = yaml.safe_load(preset.read_text())
@@ -107,7 +107,7 @@ def test_a_killed_study_resumes(tmp_path, val_dir):
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         for line in proc.stdout:  # kill it while its second trial runs
-            if "] trial 1 " in line:
+            if ": trial 1 " in line:
                 time.sleep(0.3)
                 proc.send_signal(signal.SIGKILL)
                 break
