@@ -296,6 +296,20 @@ def imagenet_val_manifest(count: int = 2000, seed: int = 2022, total: int = 5000
     return sorted(random.Random(seed).sample(names, count))
 
 
+#: the ImageNet-val test subset (``datasets/imagenet_val_2k.txt``) that the tuning subset avoids
+IMAGENET_TEST_SUBSET = {"count": 2000, "seed": 2022}
+
+
+def imagenet_tune_manifest(count: int = 100, seed: int = 2025, total: int = 50000) -> list[str]:
+    """The ImageNet-val validation (tuning) subset: ``count`` official file names drawn with
+    ``random.Random(seed).sample`` from the ``total`` val images that are NOT in the test subset
+    (:func:`imagenet_val_manifest` with :data:`IMAGENET_TEST_SUBSET`), sorted. Disjoint from the test
+    list by construction; ``datasets/imagenet_val_tune.txt`` is this list."""
+    test = set(imagenet_val_manifest(**IMAGENET_TEST_SUBSET, total=total))
+    pool = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, total + 1)]
+    return sorted(random.Random(seed).sample([n for n in pool if n not in test], count))
+
+
 def _read_labels(path: Path) -> dict[str, int]:
     labels = {}
     for line in path.read_text().splitlines():
@@ -356,6 +370,29 @@ class LOLDataset(ImageDataset):
                 )
         entries = [Entry(i, highs.get(i), low_path=p) for i, p in zip(_unique_ids(lows), lows)]
         super().__init__(entries, image_size, **kw)
+
+
+class SampleValDataset(FolderDataset):
+    """The embedded default's validation split (``dataset=sample_val``, for ``python -m bench.tune``): the
+    real ILSVRC2012 validation JPEGs of the workspace's shared data (``../shared/data/imagenet-val``, 11
+    files; the ``.txt`` list beside them is not an image suffix, so it is not read). A folder dataset whose
+    missing-folder error says what the folder is and where it comes from."""
+
+    name = "sample_val"
+
+    def __init__(self, root: str, image_size: int | None = 64, **kw):
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            where = "" if path.is_absolute() else f" (relative to the launch directory {Path.cwd()})"
+            raise DatasetError(
+                f"dataset=sample_val reads the real ILSVRC2012 validation JPEGs of the shared data folder "
+                f"(imagenet-val/ of ../shared/data beside the repository, described in its README.md), but "
+                f"dataset.root={root!r}{where} is not a folder. Fix: run from the repository root with "
+                "../shared/data beside it, or set BENCH_SHARED_DATA=/path/to/shared/data (the folder holding "
+                "imagenet-val/), or pass dataset.root=/path/to/imagenet-val (any folder of ImageNet "
+                "validation images that are not in your test data)."
+            )
+        super().__init__(root, image_size, **kw)
 
 
 # scikit-image ships these photographs inside the package (no download); none is an ImageNet image, so

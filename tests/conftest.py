@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: ../shared/data beside the repo, or $BENCH_SHARED_DATA (as conf/dataset/sample_val.yaml reads it): a git worktree
+#: elsewhere can still run the real-data tests
+SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA") or REPO.parent / "shared" / "data")
 CONF_DIR = REPO / "conf"
 
 
@@ -36,7 +38,7 @@ def shared_data(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real test data {path} is absent (expected ../shared/data beside the repo; see its README)")
+        pytest.skip(f"real test data {path} is absent (expected ../shared/data beside the repo, or BENCH_SHARED_DATA=/path/to/shared/data; see its README)")
     return path
 
 
