@@ -20,6 +20,7 @@ import time
 from bench.checks import ConfigError
 from bench.cli import USER_ERRORS
 from bench.tune.space import SpaceError
+from bench.tune.trial import TrialFailed
 
 
 def tune(overrides: list[str]) -> dict:
@@ -84,6 +85,6 @@ def main(argv: list[str] | None = None) -> None:
         print("[tune] interrupted; finished trials are kept in the study: rerun the same command to continue",
               file=sys.stderr)
         sys.exit(130)
-    except (ConfigError, SpaceError, *USER_ERRORS) as err:
+    except (ConfigError, SpaceError, TrialFailed, *USER_ERRORS) as err:  # TrialFailed here: the official run
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

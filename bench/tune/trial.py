@@ -47,10 +47,11 @@ def run_values(spec: StudySpec, values: dict, limit: int | None = None, log=None
     ovs = spec.base_overrides + value_overrides(values) + [f"dataset.limit={n}"]
     cfg = compose(overrides=ovs)
     out = contextlib.redirect_stdout(log) if log is not None else contextlib.nullcontext()
+    outcome: dict = {}
     with out:
-        run_dir = run_from_config(cfg, overrides=ovs)
+        run_dir = run_from_config(cfg, outcome, overrides=ovs)
     if run_dir is None:
-        raise TrialFailed(f"{spec.cell['method']} skips task {spec.cell['task']} (see its SKIPPED.json)")
+        raise TrialFailed(f"method={spec.cell['method']} skips task={spec.cell['task']}: {outcome.get('skipped')}")
     return run_dir, score(run_dir, spec.split["ids"][:n], spec.objective)
 
 
