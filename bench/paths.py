@@ -3,9 +3,9 @@
 Two layouts, one answer:
 
 * **a checkout** (``git clone`` + ``pip install -e .``, or ``python -m bench`` inside the clone): the
-  top-level ``conf/`` and ``datasets/`` next to the ``bench/`` package;
+  top-level ``conf/``, ``datasets/`` and ``tuned/`` next to the ``bench/`` package;
 * **an installed package** (``pip install .``, a wheel): the copies the build put into the package,
-  ``bench/_conf`` and ``bench/_datasets`` (``[tool.setuptools.package-dir]`` in pyproject.toml maps them).
+  ``bench/_conf``, ``bench/_datasets`` and ``bench/_tuned`` (``[tool.setuptools.package-dir]`` in pyproject.toml maps them).
 
 A checkout is recognised by ``pyproject.toml`` and ``conf/config.yaml`` beside the package, so a stray
 ``conf/`` folder in site-packages is never taken for ours. Paths in configs such as
@@ -51,6 +51,11 @@ def _resource(top_level: str, installed: str) -> Path:
 def conf_dir() -> Path:
     """The primary Hydra config folder (``conf/``)."""
     return _resource("conf", "_conf")
+
+
+def tuned_dir() -> Path:
+    """The shipped tuned presets (``tuned/``; outside ``conf/``, where Hydra would take it for a config group)."""
+    return _resource("tuned", "_tuned")
 
 
 def datasets_dir() -> Path:

@@ -12,7 +12,7 @@ prefix: ``steps20``, or ``default`` for a method whose step count is per task)::
       ...
 
 The config key ``tuned`` says which settings a run uses (conf/config.yaml): ``official`` (the method's YAML),
-``auto`` (the matching preset in ``<run.results_root>/tuned/``, else in the shipped ``conf/tuned/``, else
+``auto`` (the matching preset in ``<run.results_root>/tuned/``, else in the shipped ``tuned/``, else
 official) or a preset's path. :func:`apply` merges the preset's values into the resolved config before the
 run identity is computed and replaces ``tuned`` by a record of the preset (its sha256, split, trials), so a
 tuned run never shares a run directory with an official one, and the manifest says what was applied. A key
@@ -29,9 +29,9 @@ import yaml
 
 from bench.models.assets import sha256_file
 from bench.notices import notice
-from bench.paths import conf_dir
+from bench.paths import tuned_dir
 
-SHIPPED_DIR_NAME = "tuned"  # conf/tuned/ (shipped) and <results_root>/tuned/ (bench.tune's default output)
+RESULTS_DIR_NAME = "tuned"  # <results_root>/tuned/: bench.tune's default output
 MODES = ("official", "auto")
 
 
@@ -64,7 +64,7 @@ def relative_path(cell: dict) -> Path:
 
 def search_dirs(results_root: str | Path) -> list[Path]:
     """Where ``tuned=auto`` looks, first match wins: this results root's studies, then the shipped presets."""
-    return [Path(results_root) / SHIPPED_DIR_NAME, conf_dir() / SHIPPED_DIR_NAME]
+    return [Path(results_root) / RESULTS_DIR_NAME, tuned_dir()]
 
 
 def find(c: dict) -> Path | None:

@@ -7,6 +7,8 @@ example literally), from ```bash blocks and inline `code` alike, is checked with
   sweep; ``--help`` printed);
 * ``python -m bench.report`` / ``bench.verify`` / ``bench.perf`` / ``bench.perf.overhead``: parsed by the tool's own
   argparse parser, reached through its ``main`` (parsing only: the tool never runs);
+* ``python -m bench.tune ...``: composed and checked as the tool does before its first trial
+  (:func:`bench.tune.spec.check`: the tune.* values and the method's search space; no dataset is read);
 * ``python -m bench.train ...``: composed with Hydra's compose API against ``bench/train/conf`` (``--config-name``
   respected) and its typed config built;
 * ``bench.run(...)`` in ```python blocks: composed by :func:`bench.api.compose`.
@@ -44,7 +46,7 @@ ARGPARSE_MAINS = {
     "bench.perf": ("bench.perf.throughput", "main"),
     "bench.perf.overhead": ("bench.perf.overhead", "main"),
 }
-TOOLS = {"bench", "bench.train", *ARGPARSE_MAINS}
+TOOLS = {"bench", "bench.train", "bench.tune", *ARGPARSE_MAINS}
 
 
 def rel(path: Path) -> str:
@@ -235,6 +237,11 @@ def check(tool, args, monkeypatch, capsys):
         check_bench(args, monkeypatch, capsys)
     elif tool == "bench.train":
         check_train(args)
+    elif tool == "bench.tune":
+        from bench.tune.spec import check as check_tune
+
+        assert not any(a.startswith("-") for a in args), f"python -m bench.tune takes no flags: {args}"
+        check_tune(args)
     else:
         check_argparse(tool, args, capsys)
 
@@ -258,7 +265,7 @@ def test_the_docs_have_the_commands_a_newcomer_types():
     tools = {(d, tool) for d, _, tool, _ in ENTRIES}
     assert {("docs/performance.md", "bench.perf"), ("docs/performance.md", "bench.perf.overhead"),
             ("docs/embedded-priors.md", "bench.train"), ("docs/results.md", "bench.verify"),
-            ("docs/metrics-and-reports.md", "bench.report")} <= tools
+            ("docs/metrics-and-reports.md", "bench.report"), ("docs/tuning.md", "bench.tune")} <= tools
     assert {tuple(a) for _, _, t, a in ENTRIES if t == "bench.train"} >= {("--config-name", "ldm_sr"),
                                                                           ("--config-name", "gan64")}
 

@@ -86,15 +86,8 @@ def _tool_overrides(overrides: list[str]) -> tuple[list[str], dict]:
     return run, tool
 
 
-def _dataset_override(run: list[str]) -> str | None:
-    for raw in run:
-        if raw.split("=", 1)[0] == "dataset":
-            return raw.split("=", 1)[1]
-    return None
-
-
-def build(overrides: list[str]) -> StudySpec:
-    """Compose the cell, pick and check the split, parse the space: every input error before any trial."""
+def check(overrides: list[str]) -> tuple[dict, list[Param]]:
+    """The command's config and search space, every ``tune.*`` value checked (no dataset is read)."""
     cfg = compose(overrides=overrides)
     c = OmegaConf.to_container(cfg, resolve=True)
     t = c["tune"]
@@ -115,9 +108,17 @@ def build(overrides: list[str]) -> StudySpec:
                                     or t["images"] < 1):
         raise ConfigError(f"tune.images={t['images']!r} must be null (the whole split) or a positive integer. "
                           "Fix: e.g. tune.images=4")
-    run, _ = _tool_overrides(list(overrides))
+    params = parse_space(c["method"]["name"], (c.get("tune") or {}).get("space"), c["method"])
+    return c, params
+
+
+def build(overrides: list[str]) -> StudySpec:
+    """Compose the cell, pick and check the split, parse the space: every input error before any trial."""
+    c, params = check(overrides)
+    t = c["tune"]
+    objective, launcher = str(t["objective"]), str(t["launcher"])
     method = c["method"]["name"]
-    params = parse_space(method, (c.get("tune") or {}).get("space"), c["method"])
+    run, _ = _tool_overrides(list(overrides))
     fixed = sorted({raw.split("=", 1)[0][len("method."):] for raw in run
                     if raw.split("=", 1)[0].lstrip("+~").startswith("method.")} & {p.name for p in params})
     if fixed:
@@ -126,16 +127,21 @@ def build(overrides: list[str]) -> StudySpec:
     if cell_of(c)["prior"] is None:
         raise ConfigError(f"method={method} uses no prior: presets are keyed by prior, nothing to tune")
 
-    # the split: the user's dataset= (checked), else the validation split the test dataset names
-    chosen = t.get("dataset") or _dataset_override(run)
+    # the split: tune.dataset if given; else the command's dataset itself when it is a validation split (or when
+    # tune.allow_test_split forces it); else the validation split the (test) dataset names
     test_ds = c["dataset"]
-    if chosen is None:
+    chosen = t.get("dataset")
+    if chosen is None and test_ds.get("split") != "validation" and not t["allow_test_split"]:
         chosen = test_ds.get("validation")
         if not chosen:
-            raise ConfigError(f"dataset={test_ds['name']} names no validation split (dataset.validation is null). "
-                              "Fix: tune.dataset=<a dataset config with split: validation>, e.g. "
-                              "tune.dataset=folder dataset.root=/my/val/images dataset.split=validation")
-    run = [r for r in run if r.split("=", 1)[0] != "dataset"] + [f"dataset={chosen}"]
+            raise ConfigError(
+                f"dataset={test_ds['name']} is a {test_ds.get('split', 'test')} split (dataset.split) and names no "
+                "validation split: tuning on it would tune on the images the comparison is measured on. Fix: "
+                "tune.dataset=<a dataset config with split: validation>; or dataset.split=validation if these "
+                "images are held out from every test set; or force it with tune.allow_test_split=true (every run "
+                "using the preset is then labelled 'TEST split, forced')")
+    if chosen:
+        run = [r for r in run if r.split("=", 1)[0] != "dataset"] + [f"dataset={chosen}"]
     base = run + ["tuned=official", "run.progress=false"]
     if t["images"] is not None:
         base.append(f"dataset.limit={int(t['images'])}")
@@ -149,7 +155,7 @@ def build(overrides: list[str]) -> StudySpec:
     if forced and not t["allow_test_split"]:
         raise ConfigError(
             f"dataset={v['dataset']['name']} is a {split} split (dataset.split={split}): tuning on it would tune on "
-            "the images the comparison is measured on. Fix: tune on its validation split (leave dataset= out: "
+            "the images the comparison is measured on. Fix: tune on a validation split (tune.dataset=<name>; "
             f"dataset={test_ds['name']} names {test_ds.get('validation')!r}), or force it with "
             "tune.allow_test_split=true (every run using the preset is then labelled 'TEST split, forced')")
     dataset = _instantiate(_strip(v["dataset"], "name", "split", "validation"))

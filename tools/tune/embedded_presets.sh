@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The studies behind the shipped presets of the embedded prior (conf/tuned/adm64_imagenet96/): every diffusion
+# The studies behind the shipped presets of the embedded prior (tuned/adm64_imagenet96/): every diffusion
 # solver x {sr4, deblur_gauss, inpaint, denoise} at the given step budgets, one `python -m bench.tune` per cell,
 # on the validation split sample_val (4 of its 11 photos), 8 trials (4 random, then TPE), median pruning after
 # the first image, objective PSNR. Sequential on purpose: one study at a time keeps TPE's order, and so the
@@ -22,7 +22,7 @@ for steps in $STEPS; do
       fi
       start=$(date +%s)
       python -m bench.tune method="$method" task="$task" steps="$steps" tune.trials="$TRIALS" \
-        tune.images="$IMAGES" tune.output=conf/tuned
+        tune.images="$IMAGES" tune.output=tuned
       echo "[embedded_presets] $method x $task @ $steps: rc $? in $(( $(date +%s) - start )) s"
     done
   done
