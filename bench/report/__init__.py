@@ -7,8 +7,9 @@ Pipeline (:func:`build_report`)::
     ->  per (dataset, task) (:func:`_section`): the comparison on the runs' common images (compare: values,
     paired sign-flip tests, Holm, bold, verdicts), our table with each row's settings (official or tuned, a
     test-split preset flagged at the top) and the paired differences (tables), the papers' values as a
-    companion table (papers), the quality-vs-throughput figure from the same common-image values and the
-    sample grid (figures), skipped cells
+    companion table (papers), the quality-vs-throughput figure from the same common-image values, the budget
+    view when the runs span >= 2 NFE values ("Best at <= N NFE" and quality vs NFE) and the sample grid
+    (figures), skipped cells
     ->  reports/<name>/README.md (conventions, missing assets once, one section per (dataset, task))
 
 Everything written is a pure function of the stored files of the results root, the paper values and the
@@ -127,6 +128,10 @@ def _conventions(opts: ReportOptions) -> list[str]:
         "`tuned_sha256` in `runs.csv`). A tuned run is its own row, `<method> (tuned)`, drawn in its method's "
         "colour and marker with a dashed line. A preset tuned on a TEST split (`tune.allow_test_split=true`) is "
         "marked ⚠ in its row and flagged at the top of its section.",
+        "- **Budget view.** A section whose runs span >= 2 NFE/img values (as measured by their timing) adds 'Best "
+        "at ≤ N NFE': for each of those values N, the run with the best mean PSNR on the common images among the "
+        "runs with 0 < NFE/img <= N, with its settings, its lead over the runner-up and its difference to the "
+        "baseline (tested as in the table), and a PSNR-vs-NFE figure (log x, one line per method).",
         "- The papers' values (`bench/report/paper_values.csv`, each row with the experiment preset that "
         "reproduces it) are a companion table under ours, in the section of the task whose protocol produced "
         "them (GDP's 'Deblur' = `deblur_gdp`, Liu's Gaussian deblurring = `deblur_gauss`); they come from other "
@@ -227,6 +232,14 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         lines += [f"![quality vs throughput, {dataset}/{task}](figures/{png.name})", "",
                   f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as in "
                   "the table.*", ""]
+        budget = tables.budget_table(tab)
+        if budget:
+            png, svg, cap = figures.nfe_figure(_common_frame(tab), fig_dir / f"{stem}_nfe", styles=styles,
+                                               n_common=tab.n)
+            lines += [f"**Best at ≤ N NFE ({dataset} / {task})**: {budget[1]}", "", budget[0], "",
+                      f"![quality vs NFE, {dataset}/{task}](figures/{png.name})", "",
+                      f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as "
+                      "in the table.*", ""]
         best: dict[str, object] = {}
         for d in tab.runs["run_dir"]:
             run = by_dir[d]

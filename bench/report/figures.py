@@ -1,4 +1,5 @@
-"""Quality-vs-throughput figure per (dataset, task), like Liu's Fig. 7 (the sample grid is in :mod:`.grid`).
+"""Quality-vs-throughput figure per (dataset, task), like Liu's Fig. 7, and the budget view's quality-vs-NFE
+figure (:func:`nfe_figure`); the sample grid is in :mod:`.grid`.
 
 :func:`tradeoff_figure`: x = throughput (images/s of the restore call, log scale), y = FID when some run has
 one, else PSNR, then LPIPS, LOE, NIQE (the axis label says which and over how many images; a missing FID is
@@ -373,6 +374,53 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
     if gone:
         caption += f" {gone} run(s) without a finite throughput or value are not shown."
     return caption
+
+
+def nfe_figure(df: pd.DataFrame, base: Path, *, styles: dict[str, Style] | None = None,
+               n_common: int | None = None) -> tuple[Path, Path, str]:
+    """Quality vs NFE of one (dataset, task), the budget view: x = the runs' measured network evaluations per
+    image (``nfe_per_image``, log scale), y = mean PSNR with the 95 % intervals of the caller (the table's, on
+    its common images). One line per method label in its report-wide (colour, marker) (:func:`style_map` over
+    ``base_label``); tuned settings dashed; NFE = 0 baselines as horizontal reference lines; the legend
+    outside the axes; the tick sets of :func:`_log_ticks`. Returns (png, svg, caption)."""
+    dataset, task = str(df["dataset"].iloc[0]), str(df["task"].iloc[0])
+    styles = _complete_styles(styles, [_style_key(r) for _, r in df.iterrows()])
+    x = _numeric(df["nfe_per_image"])
+    y = _numeric(df["psnr_mean"])
+    lo, hi = _numeric(df["psnr_ci_lo"]), _numeric(df["psnr_ci_hi"])
+    ref = x.eq(0) & y.notna()
+    pts = x.gt(0) & y.notna()
+    with matplotlib.rc_context(RC):
+        fig, ax = plt.subplots(figsize=FIGSIZE)
+        ax.set_title(f"{dataset} / {task}: quality vs NFE")
+        groups = _lines(ax, df, pts, x, y, lo, hi, True, styles)
+        _reference_lines(ax, df, ref, y, styles)
+        ax.set_ylabel(_y_label(df, pts | ref, "psnr_mean", "PSNR (dB)", n_common))
+        ax.set_xlabel("network evaluations per image (NFE, measured), log scale")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.margins(y=0.1)
+        if pts.any():
+            ax.set_xscale("log")
+            ax.set_xlim(*log_limits(float(x[pts].min()), float(x[pts].max())))
+            _log_ticks(fig, ax)
+        tuned = [_tuned(g) for g, _ in groups]
+        if pts.any() or ref.any():
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                      ncol=1 if len(groups) + int(ref.sum()) <= 16 else 2,
+                      title="dashed = tuned settings" if any(tuned) else None, title_fontsize=7.5)
+        png, svg = _save(fig, base)
+    caption = (f"{dataset}/{task}: PSNR (higher is better) vs network evaluations per image (NFE as measured by "
+               "the runs' timing, log scale); one line per method across step counts, error bars = the 95 % "
+               "intervals of the table; methods without network evaluations (NFE = 0) are horizontal reference "
+               "lines; hollow markers = incomplete runs")
+    if any(tuned):
+        caption += ("; dashed lines = tuned settings, solid = official settings, each in its method's colour"
+                    if not all(tuned) else "; every line uses tuned settings (dashed)")
+    caption += "; colours and markers are the same in every figure of this report."
+    gone = int((~(pts | ref)).sum())
+    if gone:
+        caption += f" {gone} run(s) without a measured NFE or a PSNR on the common images are not shown."
+    return png, svg, caption
 
 
 def fid_unavailable_reason(df: pd.DataFrame) -> str:

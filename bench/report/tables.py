@@ -14,6 +14,9 @@ report's "Missing assets" list (:class:`Notes`).
 
 :func:`paired_table` - per ranked metric, each run minus the baseline (bicubic) and minus the best run, with
 the 95 % interval of the mean difference and the Holm-adjusted sign-flip p; ``*`` = adjusted p < 0.05.
+
+:func:`budget_table` - the budget view, "Best at <= N NFE": per NFE value N of the section's runs, the best
+mean PSNR among the runs with 0 < NFE/img <= N (the baseline as a column), tested as in the table.
 """
 
 from __future__ import annotations
@@ -398,6 +401,57 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "common_caption",
+# --------------------------------------------------------------------------- the budget view
+def budgets(tab: Table) -> list:
+    """The section's NFE budgets: the distinct NFE/img values (> 0) of its runs that have a mean PSNR on the
+    common images, ascending."""
+    have = set(tab.order("psnr")) if "psnr" in tab.metrics else set()
+    return sorted({v for d, v in zip(tab.runs["run_dir"], tab.runs["nfe_per_image"])
+                   if d in have and math.isfinite(_num(v)) and _num(v) > 0}, key=_num)
+
+
+def _lead(tab: Table, a: str, b: str) -> str:
+    t = tab.test(a, b, "psnr")
+    if t["identical"]:
+        return f"tie with {tab.name(b)} (identical values)"
+    return f"{t['mean']:+.2f} dB over {tab.name(b)} (p={t['p_holm']:.2g}{' *' if t['significant'] else ''})"
+
+
+def budget_table(tab: Table) -> tuple[str, str] | None:
+    """"Best at <= N NFE": per budget N (:func:`budgets`), the run with the best mean PSNR on the common images
+    among the runs that spent 0 < NFE/img <= N, with its settings, its lead over the runner-up within the
+    budget and its difference to the baseline (NFE = 0: within every budget, so it is a column, not a
+    candidate), both with the table's Holm-adjusted sign-flip p. ``(markdown, caption)``, or None below two
+    budgets."""
+    bud = budgets(tab)
+    if len(bud) < 2:
+        return None
+    nfe = {d: _num(v) for d, v in zip(tab.runs["run_dir"], tab.runs["nfe_per_image"])}
+    order = tab.order("psnr")  # best first
+    base = tab.baseline()
+    base = base if base in order else None
+    rows = []
+    for n in bud:
+        within = [d for d in order if 0 < nfe[d] <= _num(n) + 1e-9]
+        best, r = within[0], tab.row(within[0])
+        st = tab.stats[(best, "psnr")]
+        row = [f"≤ {_fmt_nfe(n)}", tab.name(best), settings_cell(r), _fmt_steps(r["steps"]),
+               _fmt_nfe(r["nfe_per_image"]), fmt_ci(st["mean"], st["lo"], st["hi"], DIGITS["psnr"]),
+               _lead(tab, best, within[1]) if len(within) > 1 else "— (the only run)"]
+        rows.append(row + ([_lead(tab, best, base).replace(f" over {tab.name(base)}", "")] if base else [])
+                    + [str(len(within))])
+    caption = (f"Per NFE budget N (the NFE/img values of this section's runs, as measured by their timing), the run "
+               f"with the highest mean PSNR on the n = {tab.n} common images among the runs that used at most N "
+               "network evaluations per image, with its settings; ± = the 95 % interval of the table; differences "
+               "are mean paired differences on the same images, p = the Holm-adjusted sign-flip p of the table "
+               "above (`*` < 0.05)" + (f"; the baseline {tab.name(base)} (NFE = 0) is a column, not a candidate."
+                                       if base else "."))
+    head = ["NFE budget", "Best (PSNR)", "Settings", "Steps", "NFE/img", HEADERS["psnr"], "Lead over the runner-up"]
+    head += [f"vs baseline ({tab.name(base)})"] if base else []
+    return markdown_table(head + ["Runs within budget"], rows), caption
+
+
+__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "budget_table", "budgets",
+           "common_caption",
            "markdown_table", "our_table", "paired_table", "settings_caption", "settings_cell", "significance_caption",
            "table_metrics", "table_notes", "throughput_caption"]

@@ -1,23 +1,26 @@
-"""Where a row's settings came from, on a small real results root (the real CLI, in-process; the random
-``adm_tiny`` prior at 32 px, 2 images):
+"""Where a row's settings came from, and the budget view, on a small real results root (the real CLI,
+in-process; the random ``adm_tiny`` prior at 32 px, 2 images):
 
 * sr4: bicubic, and DDRM at 2 and 4 steps, each with its official settings and with a tuned preset written by
   hand under ``<results_root>/tuned/`` and applied by ``tuned=auto`` (the 4-step preset claims a forced test
-  split): both rows appear, labelled, in the tables and as two lines of one colour in the figures;
-* denoise: bicubic and official DDRM at 2 steps: no tuning caption.
+  split): both rows appear, labelled, in the tables and as two lines of one colour in the figures; the NFE
+  budgets 2 and 4 give the "Best at <= N NFE" table and the quality-vs-NFE figure;
+* denoise: bicubic and official DDRM at 2 steps: one budget, so no budget view, and no tuning caption.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import compose
-from tests.report.test_figures import _measure, _problems
+from tests.report.test_figures import _measure, _problems, sweep
 from tests.report.test_report import _col, _table, report
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -163,12 +166,96 @@ def test_a_run_without_the_tuned_key_is_official(tmp_path):
 
 def test_tuned_and_official_share_the_colour_in_every_figure(built):
     _, _, saved = built
-    for stem in ("sample_sr4_tradeoff",):
+    for stem in ("sample_sr4_tradeoff", "sample_sr4_nfe"):
         leg = saved[stem].axes[0].get_legend()
         handles = {t.get_text().split(",")[0]: h for t, h in zip(leg.get_texts(), leg.legend_handles)}
         off, tun = handles["ddrm"], handles["ddrm (tuned)"]
         assert off.get_color() == tun.get_color() and off.get_marker() == tun.get_marker(), stem
         assert off.get_linestyle() == "-" and tun.get_linestyle() == "--", stem
         assert _problems(_measure(saved[stem])) == [], stem
+    assert saved["sample_sr4_nfe"].axes[0].get_legend().get_title().get_text() == "dashed = tuned settings"
     title = saved["sample_sr4_tradeoff"].axes[0].get_legend().get_title().get_text()
     assert title == "numbers at points = steps\ndashed = tuned settings"
+
+
+# ----------------------------------------------------------------------------- task 2: the budget view
+def test_budget_view_with_two_budgets(built):
+    out, readme, saved = built
+    block = _block(readme, "sample / sr4")
+    assert "**Best at ≤ N NFE (sample / sr4)**" in block
+    head, rows = _table(readme, "sample / sr4", after="**Best at ≤ N NFE (sample / sr4)**")
+    assert [r[0] for r in rows] == ["≤ 2", "≤ 4"]
+    assert head[:4] == ["NFE budget", "Best (PSNR)", "Settings", "Steps"]
+    df = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    sr4 = df[(df["task"] == "sr4") & df["shown"]]
+    for r in rows:
+        n = float(r[0].removeprefix("≤ "))
+        assert 0 < float(_col(head, r, "NFE/img")) <= n
+        assert int(_col(head, r, "Runs within budget")) == int(sr4["nfe_per_image"].between(1e-9, n).sum())
+        assert _col(head, r, "vs baseline (bicubic)").endswith("(p=1)")  # n = 2: nothing significant
+    # the best of a budget is the run with the best mean PSNR within it (the baseline excluded; here every run
+    # holds the 2 common images, so runs.csv has the table's means)
+    for r in rows:
+        n = float(r[0].removeprefix("≤ "))
+        best = sr4[sr4["nfe_per_image"].between(1e-9, n)].sort_values("psnr_mean").iloc[-1]
+        assert _col(head, r, "Best (PSNR)").startswith(best["label"])
+        assert (_col(head, r, "Settings").removeprefix("⚠ "), _col(head, r, "Steps")) == (best["settings"],
+                                                                                         best["steps"])
+        assert _col(head, r, "PSNR ↑").startswith(f"{best['psnr_mean']:.2f} ± ")
+    # the figure: linked, both files, PSNR vs NFE on a log axis, readable
+    assert "![quality vs NFE, sample/sr4](figures/sample_sr4_nfe.png)" in block
+    assert (out / "figures" / "sample_sr4_nfe.png").is_file() and (out / "figures" / "sample_sr4_nfe.svg").is_file()
+    ax = saved["sample_sr4_nfe"].axes[0]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "PSNR (dB), mean over 2 common images"
+    assert "NFE" in ax.get_xlabel()
+    lo, hi = ax.get_xlim()
+    assert lo <= 2 and hi >= 4
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "ddrm, 2-4 steps" in labels and "ddrm (tuned), 2-4 steps" in labels
+    assert "bicubic (NFE = 0, reference)" in labels
+
+
+def test_no_budget_view_with_one_budget(built):
+    out, readme, saved = built
+    den = _block(readme, "sample / denoise")
+    assert "Best at ≤" not in den and "quality vs NFE" not in den
+    assert not (out / "figures" / "sample_denoise_nfe.png").exists() and "sample_denoise_nfe" not in saved
+
+
+def test_budget_view_is_deterministic(root, built, tmp_path):
+    out, _, _ = built
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_OFFLINE", "1")
+        mp.setenv("BENCH_CACHE", str(Path(out).parent / "empty-cache"))
+        again = report(root, tmp_path, "--bootstrap", "50", name=out.name)
+    assert (again / "README.md").read_bytes() == (out / "README.md").read_bytes()
+    for f in ("sample_sr4_nfe.png", "sample_sr4_nfe.svg", "sample_sr4_tradeoff.svg"):
+        assert (again / "figures" / f).read_bytes() == (out / "figures" / f).read_bytes(), f
+
+
+def test_crowded_nfe_figure_is_readable(tmp_path, monkeypatch):
+    """Ten methods at 10-100 NFE (official and, for three, tuned), a step-less method and a baseline: ticks
+    apart, legend outside, tuned lines dashed in their method's colour."""
+    from bench.report import figures
+
+    saved, save = [], figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, base: (saved.append(fig), save(fig, base))[1])
+    df = sweep()
+    tuned = df[df["label"].isin(["ddrm", "pigdm", "red_diff"])].copy()
+    df["base_label"], df["settings"] = df["label"], "official settings"
+    tuned["base_label"], tuned["settings"] = tuned["label"], "tuned on sample_val (8 trials)"
+    tuned["label"] = tuned["label"] + " (tuned)"
+    tuned["psnr_mean"] += 0.7
+    df = pd.concat([df, tuned], ignore_index=True)
+    styles = figures.style_map(df["base_label"])
+    png, svg, caption = figures.nfe_figure(df, tmp_path / "nfe", styles=styles, n_common=8)
+    m = _measure(saved[-1])
+    assert _problems(m) == [] and m.ax.get_xscale() == "log"
+    assert "dashed lines = tuned settings" in caption
+    leg = {t.get_text().split(",")[0]: h for t, h in zip(m.legend.get_texts(), m.legend.legend_handles)}
+    for name in ("ddrm", "pigdm", "red_diff"):
+        assert leg[name].get_color() == leg[f"{name} (tuned)"].get_color() == styles[name][0]
+        assert leg[f"{name} (tuned)"].get_linestyle() == "--" and leg[name].get_linestyle() == "-"
+    xs = m.ax.transData.inverted().transform(m.points)[:, 0]
+    assert xs.min() >= 1 - 1e-6 and xs.max() <= 100 + 1e-6  # NFE, not images/s
+    assert os.path.getsize(png) > 0
