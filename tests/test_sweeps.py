@@ -177,7 +177,7 @@ def test_experiment_presets_compose(preset):
     cfg = compose(f"+experiment={preset}")
     raw = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml")
     assert raw.hydra.mode == "MULTIRUN" and raw.hydra.sweeper.params
-    assert cfg.dataset.name in ("imagenet_val", "lol")
+    assert cfg.dataset.name in ("imagenet_val", "lol", "sample")
 
 
 def _wait_rows(proc, root, n, timeout=300):

@@ -5,9 +5,11 @@ Pipeline (:func:`build_report`)::
     scan results root (aggregate.scan, scan_skipped)  ->  dataset-level metrics per run, cached in the run
     (dataset_metrics)  ->  tidy table (aggregate.tidy_table) -> reports/<name>/runs.parquet + runs.csv
     ->  per (dataset, task) (:func:`_section`): the comparison on the runs' common images (compare: values,
-    paired sign-flip tests, Holm, bold, verdicts), our table and the paired differences (tables), the
-    papers' values as a companion table (papers), the quality-vs-throughput figure from the same common-image
-    values and the sample grid (figures), skipped cells
+    paired sign-flip tests, Holm, bold, verdicts), our table with each row's settings (official or tuned, a
+    test-split preset flagged at the top) and the paired differences (tables), the papers' values as a
+    companion table (papers), the quality-vs-throughput figure from the same common-image values, the budget
+    view when the runs span >= 2 NFE values ("Best at <= N NFE" and quality vs NFE) and the sample grid
+    (figures), skipped cells
     ->  reports/<name>/README.md (conventions, missing assets once, one section per (dataset, task))
 
 Everything written is a pure function of the stored files of the results root, the paper values and the
@@ -120,6 +122,16 @@ def _conventions(opts: ReportOptions) -> list[str]:
         "several. Duplicates (same label, steps and code version in several run folders) are collapsed to the run "
         "with the most images and listed under the table; `runs.csv` keeps every run (`shown`, `duplicate_of`). "
         "Context columns with one value for every row (prior, σ, seed, code) become one line under the table.",
+        "- **Settings.** Every table says per row where its hyper-parameters came from: `official settings` (the "
+        "method's YAML; also every run older than tuned presets) or `tuned on <split> (<n> trials)` (a preset of "
+        "`python -m bench.tune`, chosen on a validation split disjoint from the test images; its sha256 is "
+        "`tuned_sha256` in `runs.csv`). A tuned run is its own row, `<method> (tuned)`, drawn in its method's "
+        "colour and marker with a dashed line. A preset tuned on a TEST split (`tune.allow_test_split=true`) is "
+        "marked ⚠ in its row and flagged at the top of its section.",
+        "- **Budget view.** A section whose runs span >= 2 NFE/img values (as measured by their timing) adds 'Best "
+        "at ≤ N NFE': for each of those values N, the run with the best mean PSNR on the common images among the "
+        "runs with 0 < NFE/img <= N, with its settings, its lead over the runner-up and its difference to the "
+        "baseline (tested as in the table), and a PSNR-vs-NFE figure (log x, one line per method).",
         "- The papers' values (`bench/report/paper_values.csv`, each row with the experiment preset that "
         "reproduces it) are a companion table under ours, in the section of the task whose protocol produced "
         "them (GDP's 'Deblur' = `deblur_gdp`, Liu's Gaussian deblurring = `deblur_gauss`); they come from other "
@@ -179,13 +191,15 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         tab = compare.compare(sub, values, {d: by_dir[d].ids for d in sub["run_dir"]}, opts.bootstrap, opts.seed)
         if res is not None:
             _fid_on_common(tab, by_dir, root, res)
+        settings, warnings = tables.settings_caption(tab)
+        lines += [*warnings, ""] if warnings else []
         verdicts = [v for v in (compare.verdict(tab, m) for m in compare.QUALITY) if v]
         if verdicts:
             lines += [f"**Verdict** (paired sign-flip tests on the {tab.n} common images, Holm-corrected per "
                       "metric; details under the paired differences):", ""] + [f"- {v}" for v in verdicts] + [""]
         notes = tables.Notes(assets)
         table, under = tables.our_table(tab, notes)
-        lines += [" ".join(tables.common_caption(tab)), "", table, ""]
+        lines += [" ".join(tables.common_caption(tab) + settings), "", table, ""]
         lines += [f"- {u}" for u in under] + [f"- {n}" for n in notes.lines()]
         conv = sorted(set(tab.runs["metrics_convention"].astype(str)))
         lines.append(f"- Conventions of this table: {'; '.join(conv)}.")
@@ -218,6 +232,14 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         lines += [f"![quality vs throughput, {dataset}/{task}](figures/{png.name})", "",
                   f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as in "
                   "the table.*", ""]
+        budget = tables.budget_table(tab)
+        if budget:
+            png, svg, cap = figures.nfe_figure(_common_frame(tab), fig_dir / f"{stem}_nfe", styles=styles,
+                                               n_common=tab.n)
+            lines += [f"**Best at ≤ N NFE ({dataset} / {task})**: {budget[1]}", "", budget[0], "",
+                      f"![quality vs NFE, {dataset}/{task}](figures/{png.name})", "",
+                      f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as "
+                      "in the table.*", ""]
         best: dict[str, object] = {}
         for d in tab.runs["run_dir"]:
             run = by_dir[d]
@@ -227,7 +249,8 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
                 best[label] = run
         cols = [(f"{lab}, {r.steps} steps" if r.steps is not None else lab, r) for lab, r in sorted(best.items())]
         ref = dm.reference_dir_of(root, cols[0][1])
-        colours = [(styles or figures.style_map(best))[lab][0] for lab in sorted(best)]
+        base = dict(zip(tab.runs["label"].astype(str), tab.runs["base_label"].astype(str)))
+        colours = [(styles or figures.style_map(base.values()))[base[lab]][0] for lab in sorted(best)]
         grids, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
                                        opts.grid_rows, colors=colours)
         lines += [ln for g in grids for ln in (f"![samples {dataset}/{task}](figures/{g.name})", "")]
@@ -290,7 +313,7 @@ def build_report(opts: ReportOptions) -> Path:
     keys = sorted({(d, t) for d, t in zip(df.get("dataset", []), df.get("task", []))}
                   | {(s["dataset"], s["task"]) for s in skipped})
     assets: dict[str, str] = {}
-    styles = figures.style_map(df["label"]) if len(df) else {}  # one colour and marker per method, report-wide
+    styles = figures.style_map(df["base_label"]) if len(df) else {}  # a colour and marker per method, report-wide
     body = []
     for key in keys:
         sub = df[(df["dataset"] == key[0]) & (df["task"] == key[1])] if len(df) else pd.DataFrame()

@@ -5,6 +5,12 @@
   context a reader needs: code version, prior, task sigma, seed, images finished / expected;
   :func:`scan_skipped` lists the ``SKIPPED.json`` cells.
 * :func:`assign_variants` labels configurations of one method; :func:`mark_shown` collapses duplicates.
+* **Settings**: a run used its method's official hyper-parameters or a tuned preset (``tuned`` in the manifest,
+  :mod:`bench.tuned`; a run without the key predates presets: official). ``settings`` in the table is
+  :func:`bench.tuned.label` ("official settings", "tuned on <split> (<n> trials)"), ``tuned_sha256`` the
+  preset's sha256. A tuned run is its own row, labelled ``<method> (tuned)`` (its preset's values do not count
+  as a configuration difference: the label says "tuned" instead of listing them); ``base_label`` = the label
+  without the settings, which keys the method's colour in the figures.
 * :func:`tidy_table`: per-image metric means + 95 % BCa intervals (:mod:`bench.report.stats`, seeded by the
   cell identity), throughput (images-weighted over the timing files: sum timed_images / sum restore_seconds),
   NFE/image, wall time, peak memory, device, and the dataset-level metrics of
@@ -62,6 +68,7 @@ class Run:
     rows: pd.DataFrame
     timings: list[dict]
     variant: str = ""  # display label, unique within (dataset, task, code version): set by assign_variants
+    base_variant: str = ""  # the variant without its settings tag ("dps" for "dps (tuned)"): figure colours
     extra: dict = field(default_factory=dict)
 
     @property
@@ -101,6 +108,29 @@ class Run:
     @property
     def complete(self) -> bool:
         return len(self.rows) >= self.n_expected
+
+    @property
+    def tuned(self) -> dict | None:
+        """The applied preset's record (:func:`bench.tuned.apply`), or None for official settings (also runs
+        older than presets, which have no ``tuned`` key)."""
+        rec = self.manifest.get("tuned", self.config.get("tuned"))
+        return rec if isinstance(rec, dict) else None
+
+    @property
+    def settings(self) -> str:
+        """Where the hyper-parameters came from, in the report's words (:func:`bench.tuned.label`)."""
+        from bench.tuned import label
+
+        return label(self.tuned)
+
+    @property
+    def tuned_sha256(self) -> str:
+        return str((self.tuned or {}).get("sha256") or "")
+
+    @property
+    def forced_test_split(self) -> bool:
+        """True when the preset was tuned on a test split (``tune.allow_test_split=true``)."""
+        return bool(((self.tuned or {}).get("split") or {}).get("forced_test_split"))
 
     @property
     def created_at(self) -> str:
@@ -264,22 +294,40 @@ def _variant_config(cfg: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in ("method.steps", "dataset.name")}
 
 
+def _tuned_keys(r: Run) -> set[str]:
+    """Flattened config keys (``method.<key>``) a run's preset set: they say "tuned", not a configuration."""
+    return {f"method.{k}" for k in ((r.tuned or {}).get("values") or {})}
+
+
 def assign_variants(runs: list[Run]) -> None:
     """Label each run ``method`` or, when one (dataset, task, method) holds several configurations besides
-    the step count, ``method (key=value, ...)`` with the keys that differ (``method.`` prefix dropped)."""
+    the step count, ``method (key=value, ...)`` with the keys that differ (``method.`` prefix dropped); a
+    tuned run adds ``tuned`` (``tuned <sha256[:8]>`` when one (variant, steps) holds several presets). The
+    keys a preset set are not compared for the runs that got them from it, so the official and the tuned run
+    of one method are ``dps`` and ``dps (tuned)``, not two lists of values."""
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault((r.dataset, r.task, r.method), []).append(r)
     for group in groups.values():
         flats = [_variant_config(r.config) for r in group]
+        skips = [_tuned_keys(r) for r in group]
         keys = sorted({k for f in flats for k in f})
-        differ = [k for k in keys if len({f.get(k) for f in flats}) > 1]
-        for r, f in zip(group, flats):
-            if not differ:
-                r.variant = r.method
-                continue
-            parts = [f"{k.removeprefix('method.')}={json.loads(f[k]) if k in f else None}" for k in differ]
-            r.variant = f"{r.method} ({', '.join(parts)})"
+        differ = [k for k in keys if len({f.get(k) for f, s in zip(flats, skips) if k not in s}) > 1]
+        for r, f, skip in zip(group, flats, skips):
+            parts = [f"{k.removeprefix('method.')}={json.loads(f[k]) if k in f else None}" for k in differ
+                     if k not in skip]
+            r.base_variant = f"{r.method} ({', '.join(parts)})" if parts else r.method
+        presets: dict[tuple, set] = {}
+        for r in group:
+            if r.tuned is not None:
+                presets.setdefault((r.base_variant, r.steps), set()).add(r.tuned_sha256)
+        for r in group:
+            tag = None
+            if r.tuned is not None:
+                several = len(presets[(r.base_variant, r.steps)]) > 1
+                tag = f"tuned {r.tuned_sha256[:8]}" if several else "tuned"
+            r.variant = r.base_variant if tag is None else (
+                f"{r.base_variant[:-1]}, {tag})" if r.base_variant.endswith(")") else f"{r.base_variant} ({tag})")
 
 
 def mark_shown(runs: list[Run]) -> dict[Path, Path]:
@@ -294,14 +342,16 @@ def mark_shown(runs: list[Run]) -> dict[Path, Path]:
             if best[(r.dataset, r.task, r.variant, r.steps, r.code_version)] is not r}
 
 
-def labels(runs: list[Run]) -> dict[Path, str]:
+def labels(runs: list[Run], base: bool = False) -> dict[Path, str]:
     """Display label per run: the variant, plus ``@<code version>`` when its (dataset, task, variant, steps)
-    appears under more than one code version."""
+    appears under more than one code version; ``base=True``: the same with the variant's settings tag left
+    out (``dps @abc`` for ``dps (tuned) @abc``), the key of the method's colour."""
     versions: dict[tuple, set] = {}
     for r in runs:
         versions.setdefault((r.dataset, r.task, r.variant, r.steps), set()).add(r.code_version)
-    return {r.dir: r.variant + (f" @{r.code_version}" if len(versions[(r.dataset, r.task, r.variant, r.steps)]) > 1
-                                else "") for r in runs}
+    return {r.dir: (r.base_variant or r.variant if base else r.variant)
+            + (f" @{r.code_version}" if len(versions[(r.dataset, r.task, r.variant, r.steps)]) > 1 else "")
+            for r in runs}
 
 
 # --------------------------------------------------------------------------- the table
@@ -369,12 +419,15 @@ def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: 
                seed: int = 0) -> pd.DataFrame:
     """One row per run (see the module docstring); ``dmetrics[run.dir]`` from ``dataset_metrics``."""
     dup = mark_shown(runs)
-    lab = labels(runs)
+    lab, base = labels(runs), labels(runs, base=True)
     records = []
     for r in runs:
         label = lab[r.dir]
         rec = {"dataset": r.dataset, "task": r.task, "method": r.method, "variant": r.variant, "label": label,
-               "steps": r.steps, "hash": r.hash, "run_dir": r.dir.relative_to(root).as_posix(),
+               "base_label": base[r.dir], "settings": r.settings, "tuned_sha256": r.tuned_sha256,
+               "tuned_split": str(((r.tuned or {}).get("split") or {}).get("dataset") or ""),
+               "tuned_forced_test_split": r.forced_test_split, "steps": r.steps, "hash": r.hash,
+               "run_dir": r.dir.relative_to(root).as_posix(),
                "code_version": r.code_version, "prior": r.prior, "task_sigma": r.task_sigma, "seed": r.seed,
                "n_images": len(r.rows), "n_expected": r.n_expected, "complete": r.complete,
                "shown": r.dir not in dup,

@@ -1,4 +1,5 @@
-"""Quality-vs-throughput figure per (dataset, task), like Liu's Fig. 7 (the sample grid is in :mod:`.grid`).
+"""Quality-vs-throughput figure per (dataset, task), like Liu's Fig. 7, and the budget view's quality-vs-NFE
+figure (:func:`nfe_figure`); the sample grid is in :mod:`.grid`.
 
 :func:`tradeoff_figure`: x = throughput (images/s of the restore call, log scale), y = FID when some run has
 one, else PSNR, then LPIPS, LOE, NIQE (the axis label says which and over how many images; a missing FID is
@@ -10,8 +11,10 @@ table's; FID has no per-image values: no bar); runs without network evaluations 
 Readability at page width, measured with the renderer rather than hoped for:
 
 * one colour and marker per method label across every figure of a report: :func:`style_map` over the
-  sorted set of the report's labels (distinct (colour, marker) pairs for up to 100 labels), passed to every
-  figure; a label missing from the map takes the first free pair, in sorted order;
+  sorted set of the report's labels without their settings tag (``base_label``: ``dps`` for ``dps (tuned)``;
+  distinct (colour, marker) pairs for up to 100 labels), passed to every figure; a label missing from the map
+  takes the first free pair, in sorted order; a method's runs with tuned settings are a second, dashed line
+  in the same colour and marker;
 * the legend sits outside the axes (right), so it covers no data point;
 * throughput ticks: the densest of a few candidate sets (1..9, 1-2-5, 1-3, decades, every k-th decade)
   whose labels keep a gap on the drawn axis; no minor tick labels;
@@ -54,6 +57,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 TICK_SUBS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,))
 MAX_TICKS, TICK_GAP_PX = 8, 8
 STEP_FONT, MARKER_PX = 7, 4.5
+TUNED_LINESTYLE = "--"  # tuned settings: dashed, in the method's colour and marker (official: solid)
 #: step-label offsets (points) around a point, nearest ring first; the outer rings get a leader line
 RINGS = (7, 12, 18, 26, 36)
 DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
@@ -231,6 +235,48 @@ def _place_step_labels(fig, ax, items) -> int:
     return dropped
 
 
+# --------------------------------------------------------------------------- one line per method
+def _style_key(row) -> str:
+    """The key of a row's (colour, marker): its label without the settings tag (``base_label``), so a
+    method's official and tuned runs share a colour; the label itself in frames without that column."""
+    base = row.get("base_label") if hasattr(row, "get") else None
+    return str(base) if isinstance(base, str) and base else str(row["label"])
+
+
+def _tuned(g) -> bool:
+    return "settings" in g and bool((g["settings"].astype(str) != "official settings").any())
+
+
+def _lines(ax, df, pts, x, y, lo, hi, has_ci, styles) -> list:
+    """One line per label over the rows ``pts``, x-sorted, in its method's (colour, marker); a tuned label
+    (settings other than official) is dashed, so official and tuned runs of one method share the colour and
+    differ in line style. Error bars from ``lo``/``hi``; incomplete runs hollow. Returns [(rows, colour)]."""
+    groups = []
+    for name, g in df[pts].groupby("label", sort=True):
+        colour, marker = styles[_style_key(g.iloc[0])]
+        g = g.assign(_x=x[g.index], _y=y[g.index]).sort_values("_x")
+        if has_ci:
+            err = np.vstack([(g["_y"] - lo[g.index]).clip(lower=0), (hi[g.index] - g["_y"]).clip(lower=0)])
+            ax.errorbar(g["_x"], g["_y"], yerr=np.nan_to_num(err), fmt="none", ecolor=colour, capsize=3,
+                        linewidth=0.9)
+        steps = sorted(int(v) for v in g["steps"].dropna().unique())
+        legend = (f"{name}, {steps[0]}{f'-{steps[-1]}' if len(steps) > 1 else ''} steps" if steps else str(name))
+        dash = {"linestyle": TUNED_LINESTYLE} if _tuned(g) else {}
+        ax.plot(g["_x"], g["_y"], color=colour, marker=marker, markersize=6, linewidth=1.2, label=legend, **dash)
+        inc = g[~g["complete"].astype(bool)]
+        if len(inc):
+            ax.plot(inc["_x"], inc["_y"], linestyle="none", marker=marker, markersize=6, mfc="white", color=colour)
+        groups.append((g, colour))
+    return groups
+
+
+def _reference_lines(ax, df, ref, y, styles) -> None:
+    """Runs without network evaluations (NFE = 0) as horizontal lines in their method's colour."""
+    for k, (_, r) in enumerate(df[ref].sort_values("label").iterrows()):
+        ax.axhline(float(y[r.name]), color=styles[_style_key(r)][0], linestyle=("--", ":", "-.")[k % 3],
+                   linewidth=1.2, label=f"{r['label']} (NFE = 0, reference)")
+
+
 # --------------------------------------------------------------------------- labels
 def _y_label(df, shown, col: str, label: str, n_common: int | None) -> str:
     if col == "fid":
@@ -258,7 +304,7 @@ def tradeoff_figure(df: pd.DataFrame, base: Path, fid_reason: str = "", *, style
     ``styles``: the report's :func:`style_map` (default: one over this figure's labels); ``n_common``: the
     number of common images the per-run values were computed on (the y label says so)."""
     dataset, task = str(df["dataset"].iloc[0]), str(df["task"].iloc[0])
-    styles = _complete_styles(styles, df["label"].astype(str))
+    styles = _complete_styles(styles, [_style_key(r) for _, r in df.iterrows()])
     choice = pick_y(df)
     x = _numeric(df["images_per_s"])
     nfe = _numeric(df["nfe_per_image"]).fillna(0)
@@ -287,24 +333,8 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
     hi = _numeric(df[col.replace("_mean", "_ci_hi")]) if has_ci else nan
     ref = (nfe == 0) & y.notna()
     pts = ~ref & y.notna() & x.gt(0) & x.notna()
-    groups = []
-    for name, g in df[pts].groupby("label", sort=True):
-        colour, marker = styles[str(name)]
-        g = g.assign(_x=x[g.index], _y=y[g.index]).sort_values("_x")
-        if has_ci:
-            err = np.vstack([(g["_y"] - lo[g.index]).clip(lower=0), (hi[g.index] - g["_y"]).clip(lower=0)])
-            ax.errorbar(g["_x"], g["_y"], yerr=np.nan_to_num(err), fmt="none", ecolor=colour, capsize=3,
-                        linewidth=0.9)
-        steps = sorted(int(v) for v in g["steps"].dropna().unique())
-        legend = (f"{name}, {steps[0]}{f'-{steps[-1]}' if len(steps) > 1 else ''} steps" if steps else str(name))
-        ax.plot(g["_x"], g["_y"], color=colour, marker=marker, markersize=6, linewidth=1.2, label=legend)
-        inc = g[~g["complete"].astype(bool)]
-        if len(inc):
-            ax.plot(inc["_x"], inc["_y"], linestyle="none", marker=marker, markersize=6, mfc="white", color=colour)
-        groups.append((g, colour))
-    for k, (_, r) in enumerate(df[ref].sort_values("label").iterrows()):
-        ax.axhline(float(y[r.name]), color=styles[str(r["label"])][0], linestyle=("--", ":", "-.")[k % 3],
-                   linewidth=1.2, label=f"{r['label']} (NFE = 0, reference)")
+    groups = _lines(ax, df, pts, x, y, lo, hi, has_ci, styles)
+    _reference_lines(ax, df, ref, y, styles)
     ax.set_ylabel(_y_label(df, pts | ref, col, label, n_common))
     ax.set_xlabel(_x_label(df, pts) if pts.any() else "images/s: no run with network evaluations (NFE > 0) to place")
     ax.grid(True, which="major", alpha=0.3)
@@ -316,10 +346,11 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
     else:
         ax.set_xticks([])
     items = _step_items(groups)
+    tuned = any(_tuned(g) for g, _ in groups)
+    title = "\n".join(t for t, on in (("numbers at points = steps", items), ("dashed = tuned settings", tuned)) if on)
     if pts.any() or ref.any():
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                  ncol=1 if len(groups) + int(ref.sum()) <= 16 else 2,
-                  title="numbers at points = steps" if items else None, title_fontsize=7.5)
+                  ncol=1 if len(groups) + int(ref.sum()) <= 16 else 2, title=title or None, title_fontsize=7.5)
     if col != "fid":
         ax.annotate(f"FID unavailable ({'see the table' if fid_reason else 'no run has one'}): {metric} shown",
                     (0, 1), xycoords="axes fraction", xytext=(0, 3), textcoords="offset points", ha="left",
@@ -331,8 +362,9 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
                + ("; numbers at points = steps" if items else "") + "; the legend gives each method's steps"
                + ("; error bars = the 95 % intervals of the table" if has_ci else "; FID has no per-image "
                   "values, so no error bars") + "; methods without network evaluations (NFE = 0) are "
-               "horizontal reference lines; hollow markers = incomplete runs; colours and markers are the "
-               "same in every figure of this report.")
+               "horizontal reference lines; hollow markers = incomplete runs; "
+               + ("dashed lines = tuned settings, in their method's colour and marker; " if tuned else "")
+               + "colours and markers are the same in every figure of this report.")
     if dropped:
         caption += f" {dropped} step label(s) left out where they would cover other labels (steps: the table)."
     if col != "fid":
@@ -342,6 +374,53 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
     if gone:
         caption += f" {gone} run(s) without a finite throughput or value are not shown."
     return caption
+
+
+def nfe_figure(df: pd.DataFrame, base: Path, *, styles: dict[str, Style] | None = None,
+               n_common: int | None = None) -> tuple[Path, Path, str]:
+    """Quality vs NFE of one (dataset, task), the budget view: x = the runs' measured network evaluations per
+    image (``nfe_per_image``, log scale), y = mean PSNR with the 95 % intervals of the caller (the table's, on
+    its common images). One line per method label in its report-wide (colour, marker) (:func:`style_map` over
+    ``base_label``); tuned settings dashed; NFE = 0 baselines as horizontal reference lines; the legend
+    outside the axes; the tick sets of :func:`_log_ticks`. Returns (png, svg, caption)."""
+    dataset, task = str(df["dataset"].iloc[0]), str(df["task"].iloc[0])
+    styles = _complete_styles(styles, [_style_key(r) for _, r in df.iterrows()])
+    x = _numeric(df["nfe_per_image"])
+    y = _numeric(df["psnr_mean"])
+    lo, hi = _numeric(df["psnr_ci_lo"]), _numeric(df["psnr_ci_hi"])
+    ref = x.eq(0) & y.notna()
+    pts = x.gt(0) & y.notna()
+    with matplotlib.rc_context(RC):
+        fig, ax = plt.subplots(figsize=FIGSIZE)
+        ax.set_title(f"{dataset} / {task}: quality vs NFE")
+        groups = _lines(ax, df, pts, x, y, lo, hi, True, styles)
+        _reference_lines(ax, df, ref, y, styles)
+        ax.set_ylabel(_y_label(df, pts | ref, "psnr_mean", "PSNR (dB)", n_common))
+        ax.set_xlabel("network evaluations per image (NFE, measured), log scale")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.margins(y=0.1)
+        if pts.any():
+            ax.set_xscale("log")
+            ax.set_xlim(*log_limits(float(x[pts].min()), float(x[pts].max())))
+            _log_ticks(fig, ax)
+        tuned = [_tuned(g) for g, _ in groups]
+        if pts.any() or ref.any():
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                      ncol=1 if len(groups) + int(ref.sum()) <= 16 else 2,
+                      title="dashed = tuned settings" if any(tuned) else None, title_fontsize=7.5)
+        png, svg = _save(fig, base)
+    caption = (f"{dataset}/{task}: PSNR (higher is better) vs network evaluations per image (NFE as measured by "
+               "the runs' timing, log scale); one line per method across step counts, error bars = the 95 % "
+               "intervals of the table; methods without network evaluations (NFE = 0) are horizontal reference "
+               "lines; hollow markers = incomplete runs")
+    if any(tuned):
+        caption += ("; dashed lines = tuned settings, solid = official settings, each in its method's colour"
+                    if not all(tuned) else "; every line uses tuned settings (dashed)")
+    caption += "; colours and markers are the same in every figure of this report."
+    gone = int((~(pts | ref)).sum())
+    if gone:
+        caption += f" {gone} run(s) without a measured NFE or a PSNR on the common images are not shown."
+    return png, svg, caption
 
 
 def fid_unavailable_reason(df: pd.DataFrame) -> str:

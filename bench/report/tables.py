@@ -1,17 +1,22 @@
 """Markdown per (dataset, task): our table on the common images, the paired differences, their notes.
 
-:func:`our_table` - one row per compared run (duplicates collapsed, code versions apart): method, steps,
-NFE/img, the context columns that differ between rows (prior, sigma, seed, code; constant ones become one
-line), per metric ``mean ± h`` over the table's N common images (:mod:`bench.report.compare`: ``h`` =
-half-width of the 95 % t (n < 30) or BCa interval), img/s (only for rows with NFE > 0), wall time and peak
-memory. **Bold** = the best run of a column when its lead over every other run is significant (paired
-sign-flip test, Holm over all pairs of the metric); FID/KID (no per-image values) and unranked columns (the
-consistency of a noisy task) are never bold; throughput is bold only among methods with NFE > 0 when the
-fastest is >= 10 % ahead. A column that is n/a in every row is dropped and said in one line; a missing asset
-is named in the table as a short reference to the report's "Missing assets" list (:class:`Notes`).
+:func:`our_table` - one row per compared run (duplicates collapsed, code versions apart): method, settings
+("official settings" or "tuned on <split> (<n> trials)", :func:`bench.tuned.label`; a preset tuned on a test
+split is marked ⚠ and :func:`settings_caption` says so loudly), steps, NFE/img, the context columns that
+differ between rows (prior, sigma, seed, code; constant ones become one line), per metric ``mean ± h`` over
+the table's N common images (:mod:`bench.report.compare`: ``h`` = half-width of the 95 % t (n < 30) or BCa
+interval), img/s (only for rows with NFE > 0), wall time and peak memory. **Bold** = the best run of a column
+when its lead over every other run is significant (paired sign-flip test, Holm over all pairs of the metric);
+FID/KID (no per-image values) and unranked columns (the consistency of a noisy task) are never bold;
+throughput is bold only among methods with NFE > 0 when the fastest is >= 10 % ahead. A column that is n/a in
+every row is dropped and said in one line; a missing asset is named in the table as a short reference to the
+report's "Missing assets" list (:class:`Notes`).
 
 :func:`paired_table` - per ranked metric, each run minus the baseline (bicubic) and minus the best run, with
 the 95 % interval of the mean difference and the Holm-adjusted sign-flip p; ``*`` = adjusted p < 0.05.
+
+:func:`budget_table` - the budget view, "Best at <= N NFE": per NFE value N of the section's runs, the best
+mean PSNR among the runs with 0 < NFE/img <= N (the baseline as a column), tested as in the table.
 """
 
 from __future__ import annotations
@@ -203,8 +208,9 @@ def our_table(tab: Table, notes: Notes) -> tuple[str, list[str]]:
     """The markdown table of ``tab`` and the lines that go under it (dropped columns, constant context)."""
     df = tab.runs
     keys = table_metrics(df, tab.task)
-    headers, cells = ["Method", "Steps", "NFE/img"], [[_label(r, notes), _fmt_steps(r["steps"]),
-                                                        _fmt_nfe(r["nfe_per_image"])] for _, r in df.iterrows()]
+    headers = ["Method", "Settings", "Steps", "NFE/img"]
+    cells = [[_label(r, notes), settings_cell(r), _fmt_steps(r["steps"]), _fmt_nfe(r["nfe_per_image"])]
+             for _, r in df.iterrows()]
     under = []
     const = []
     for head, col, fmt in CONTEXT:
@@ -271,6 +277,42 @@ def throughput_caption(df: pd.DataFrame) -> str | None:
     return (f"img/s = images per second of the restore call only (warm-up batch excluded), measured on "
             f"{major[0]} with {major[1]} CPU threads (rows marked † differ); — = no network evaluations (NFE = 0), "
             "not timed as a method.")
+
+
+def settings_cell(row) -> str:
+    """The row's settings label (official runs of older code have no ``settings`` column: official)."""
+    text = str(row.get("settings") or "official settings")
+    return f"⚠ {text}" if _forced(row) else text
+
+
+def _forced(row) -> bool:
+    v = row.get("tuned_forced_test_split")
+    return bool(v) and not pd.isna(v)
+
+
+def settings_caption(tab: Table) -> tuple[list[str], list[str]]:
+    """``(caption sentences, warnings)`` on where the rows' settings came from; both empty when every row
+    used official settings. Warnings (one per row tuned on a test split) go at the top of the section."""
+    df = tab.runs
+    if "settings" not in df or not (df["settings"].astype(str) != "official settings").any():
+        return [], []
+    forced = [tab.name(d) for d, (_, r) in zip(df["run_dir"], df.iterrows()) if _forced(r)]
+    tuned = [r for _, r in df.iterrows() if str(r["settings"]) != "official settings" and not _forced(r)]
+    splits = sorted({str(r.get("tuned_split") or "?") for r in tuned})
+    text = ("Settings: `official settings` = the method's own hyper-parameters (its YAML); `tuned on <split> (<n> "
+            "trials)` = a preset found by `python -m bench.tune` in <n> trials on a validation split")
+    if splits:
+        text += (f"; the tuned rows' settings were chosen on {', '.join(f'`{x}`' for x in splits)}, a split "
+                 "disjoint from the test images compared here")
+    text += " (each preset's sha256: `tuned_sha256` in `runs.csv`)."
+    if not forced:
+        return [text], []
+    names = " and ".join(forced)
+    splits = sorted({str(r.get("tuned_split") or "?") for _, r in df.iterrows() if _forced(r)})
+    return [text, f"⚠ = tuned on a TEST split, not a validation split ({names}): see the warning above."], [
+        f"> ⚠ **Tuned on a TEST split: {names}.** The preset was chosen on the test split "
+        f"{', '.join(f'`{x}`' for x in splits)} (forced with `tune.allow_test_split=true`), which may be the very "
+        "images compared here: its numbers are optimistic, not a fair comparison with the other rows."]
 
 
 def common_caption(tab: Table) -> list[str]:
@@ -359,6 +401,57 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "common_caption",
-           "markdown_table", "our_table", "paired_table", "significance_caption", "table_metrics", "table_notes",
-           "throughput_caption"]
+# --------------------------------------------------------------------------- the budget view
+def budgets(tab: Table) -> list:
+    """The section's NFE budgets: the distinct NFE/img values (> 0) of its runs that have a mean PSNR on the
+    common images, ascending."""
+    have = set(tab.order("psnr")) if "psnr" in tab.metrics else set()
+    return sorted({v for d, v in zip(tab.runs["run_dir"], tab.runs["nfe_per_image"])
+                   if d in have and math.isfinite(_num(v)) and _num(v) > 0}, key=_num)
+
+
+def _lead(tab: Table, a: str, b: str) -> str:
+    t = tab.test(a, b, "psnr")
+    if t["identical"]:
+        return f"tie with {tab.name(b)} (identical values)"
+    return f"{t['mean']:+.2f} dB over {tab.name(b)} (p={t['p_holm']:.2g}{' *' if t['significant'] else ''})"
+
+
+def budget_table(tab: Table) -> tuple[str, str] | None:
+    """"Best at <= N NFE": per budget N (:func:`budgets`), the run with the best mean PSNR on the common images
+    among the runs that spent 0 < NFE/img <= N, with its settings, its lead over the runner-up within the
+    budget and its difference to the baseline (NFE = 0: within every budget, so it is a column, not a
+    candidate), both with the table's Holm-adjusted sign-flip p. ``(markdown, caption)``, or None below two
+    budgets."""
+    bud = budgets(tab)
+    if len(bud) < 2:
+        return None
+    nfe = {d: _num(v) for d, v in zip(tab.runs["run_dir"], tab.runs["nfe_per_image"])}
+    order = tab.order("psnr")  # best first
+    base = tab.baseline()
+    base = base if base in order else None
+    rows = []
+    for n in bud:
+        within = [d for d in order if 0 < nfe[d] <= _num(n) + 1e-9]
+        best, r = within[0], tab.row(within[0])
+        st = tab.stats[(best, "psnr")]
+        row = [f"≤ {_fmt_nfe(n)}", tab.name(best), settings_cell(r), _fmt_steps(r["steps"]),
+               _fmt_nfe(r["nfe_per_image"]), fmt_ci(st["mean"], st["lo"], st["hi"], DIGITS["psnr"]),
+               _lead(tab, best, within[1]) if len(within) > 1 else "— (the only run)"]
+        rows.append(row + ([_lead(tab, best, base).replace(f" over {tab.name(base)}", "")] if base else [])
+                    + [str(len(within))])
+    caption = (f"Per NFE budget N (the NFE/img values of this section's runs, as measured by their timing), the run "
+               f"with the highest mean PSNR on the n = {tab.n} common images among the runs that used at most N "
+               "network evaluations per image, with its settings; ± = the 95 % interval of the table; differences "
+               "are mean paired differences on the same images, p = the Holm-adjusted sign-flip p of the table "
+               "above (`*` < 0.05)" + (f"; the baseline {tab.name(base)} (NFE = 0) is a column, not a candidate."
+                                       if base else "."))
+    head = ["NFE budget", "Best (PSNR)", "Settings", "Steps", "NFE/img", HEADERS["psnr"], "Lead over the runner-up"]
+    head += [f"vs baseline ({tab.name(base)})"] if base else []
+    return markdown_table(head + ["Runs within budget"], rows), caption
+
+
+__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "budget_table", "budgets",
+           "common_caption",
+           "markdown_table", "our_table", "paired_table", "settings_caption", "settings_cell", "significance_caption",
+           "table_metrics", "table_notes", "throughput_caption"]
