@@ -1,5 +1,5 @@
 """The package's shape: the runtime (what ``python -m bench`` runs, plus the report and verify stages) is
-the core; training (``bench.train``) and performance tooling (``bench.perf``) import the runtime, never the
+the core; training (``bench.train``), performance (``bench.perf``) and tuning tooling (``bench.tune``) import the runtime, never the
 reverse; no module imports itself back through a circle (lazy, function-level imports included);
 ``reports/`` holds generated reports and measured data only, the scripts live in ``tools/``."""
 
@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO
 
 #: sub-packages that are tooling: they may import the runtime; the runtime may not import them
-TOOLING = ("bench.train", "bench.perf")
+TOOLING = ("bench.train", "bench.perf", "bench.tune")
 SCRIPT_SUFFIXES = {".py", ".sh", ".bash", ".ipynb", ".js", ".r", ".m"}
 
 

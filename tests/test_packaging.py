@@ -62,13 +62,13 @@ def test_wheel_holds_every_module_conf_datasets_and_priors(wheel):
     missing = sorted(want - names)
     assert not missing, (f"{missing} are not in the wheel: add their package to [tool.setuptools] packages "
                          "in pyproject.toml")
-    for top, installed in (("conf", "bench/_conf"), ("datasets", "bench/_datasets")):
+    for top, installed in (("conf", "bench/_conf"), ("datasets", "bench/_datasets"), ("tuned", "bench/_tuned")):
         files = [p for p in (REPO / top).rglob("*") if p.is_file()]
         assert files and {f"{installed}/{p.relative_to(REPO / top)}" for p in files} <= names, top
     priors = [str(p.relative_to(REPO)) for p in (REPO / "bench" / "priors").rglob("*") if p.is_file()]
     assert "bench/priors/adm64_imagenet96.safetensors" in priors and set(priors) <= names
     assert {f"bench/train/conf/{p.name}" for p in (REPO / "bench" / "train" / "conf").glob("*.yaml")} <= names
-    assert not any(n.startswith(("conf/", "datasets/", "tests/")) for n in names)  # nothing top-level leaks
+    assert not any(n.startswith(("conf/", "datasets/", "tuned/", "tests/")) for n in names)  # nothing top-level leaks
     dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert "bench = bench.cli:main" in entry_points
@@ -111,10 +111,12 @@ def test_non_editable_install_runs_the_main_job_from_another_directory(wheel, tm
     facts = json.loads(run("python", "-c", "import json, bench, bench.paths as p, bench.data as d, "
                            "bench.models.assets as a; print(json.dumps([bench.__file__, str(p.checkout_root()), "
                            "str(p.conf_dir()), str(d.DATASETS_DIR), "
-                           "str(a.resolve_local_path('bench/priors/adm64_imagenet96.safetensors'))]))").stdout)
+                           "str(a.resolve_local_path('bench/priors/adm64_imagenet96.safetensors')), str(p.tuned_dir())]))"
+                           ).stdout)
     pkg = purelib / "bench"
     assert facts == [str(pkg / "__init__.py"), "None", str(pkg / "_conf"), str(pkg / "_datasets"),
-                     str(pkg / "priors" / "adm64_imagenet96.safetensors")]
+                     str(pkg / "priors" / "adm64_imagenet96.safetensors"), str(pkg / "_tuned")]
+    assert list((pkg / "_tuned" / "adm64_imagenet96").rglob("*.yaml")), "the shipped presets are not installed"
 
     # the main job (DDRM, embedded prior, sample images), shortened: the console script from another folder
     out = run("bench", "dataset.limit=1", "steps=2", "run.progress=false").stdout

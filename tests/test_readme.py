@@ -348,7 +348,7 @@ def test_no_unchecked_command_blocks():
 # ---------------------------------------------------------------------------------------------- paths, links
 
 REPO_PATH = re.compile(r"^(bench|conf|datasets|docs|reports|tests|tools|\.ci)/[A-Za-z0-9_./-]*$")
-GENERATED = ("reports/main/", "bench/_conf", "bench/_datasets")  # written by a report / an install
+GENERATED = ("reports/main/", "bench/_conf", "bench/_datasets", "bench/_tuned")  # written by a report / an install
 
 
 def _slug(heading: str) -> str:

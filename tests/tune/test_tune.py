@@ -160,3 +160,23 @@ def test_a_method_without_a_space_and_an_unknown_parameter(tmp_path, val_dir):
     assert proc.returncode == 2 and "has no tune.space" in proc.stderr
     proc = tune(*TINY, *split(val_dir), "++tune.space.etta={low:0.0,high:1.0}", root=tmp_path, check=False)
     assert proc.returncode == 2 and "has no parameter method.etta (did you mean eta?)" in proc.stderr
+
+
+def worker_of_trials(root: Path) -> list:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    (journal,) = (root / ".tune").rglob("journal.log")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    return [t.user_attrs.get("worker") for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def test_parallel_workers_share_one_study(tmp_path, val_dir):
+    proc = tune(*TINY, *split(val_dir), "tune.trials=4", "tune.images=1", "tune.jobs=2", "tune.prune=false",
+                root=tmp_path)
+    workers = worker_of_trials(tmp_path)
+    assert 4 <= len(workers) <= 5, workers  # at most jobs - 1 extra when both ask at once
+    assert set(workers) == {0, 1}, workers  # both workers ran trials of the one study
+    assert list((tmp_path / "tuned").rglob("*.yaml")) and "preset:" in proc.stdout
