@@ -167,12 +167,12 @@ def run_from_config(cfg: DictConfig, outcome: dict | None = None, overrides: lis
     outcome = {} if outcome is None else outcome
     c = OmegaConf.to_container(cfg, resolve=True)
     check_missing(c, OmegaConf.to_container(cfg, resolve=False))
-    settings = apply_preset(c, _job_overrides() if overrides is None else overrides)  # before the identity
-    if settings:
-        print(f"[bench] {settings}")
     check_run_options(c["run"])
     check_dataset_options(c["dataset"])
     check_targets(c)
+    settings = apply_preset(c, _job_overrides() if overrides is None else overrides)  # before the identity
+    if settings:
+        print(f"[bench] {settings}")
     metrics_cfg = MetricsConfig.from_config(c.get("metrics"))
     root = check_results_root(c["run"]["results_root"])
     force = bool(c["run"].get("force", False))

@@ -29,6 +29,7 @@ def document(spec: StudySpec, result: dict) -> dict:
             "official_value": round(float(result["official_value"]), 6),
             "trials": result["complete"] + result["pruned"],
             "complete": result["complete"], "pruned": result["pruned"], "failed": result["failed"],
+            "trial_seconds": result["trial_seconds"],
             "sampler": {"name": "TPESampler", "seed": spec.seed, "startup_trials": spec.startup_trials,
                         "workers": spec.jobs},
             "pruning": ({"pruner": "MedianPruner", "after_images": spec.prune_after} if spec.prune else None),

@@ -180,7 +180,7 @@ def build(overrides: list[str]) -> StudySpec:
         node.pop(parts[-1], None)
     ids_sha = hashlib.sha256("\n".join(ids).encode()).hexdigest()
     spec = StudySpec(
-        cell=cell_of(v) | {"task": c["task"]["name"]}, base_overrides=base, user_overrides=list(overrides),
+        cell=cell_of(v), base_overrides=base, user_overrides=list(overrides),
         params=[{"name": p.name, "low": p.low, "high": p.high, "log": p.log, "integer": p.integer,
                  "choices": list(p.choices)} for p in params],
         official=official, objective=objective, direction=OBJECTIVES[objective], trials=int(t["trials"]),

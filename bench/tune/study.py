@@ -86,7 +86,6 @@ def requeue_stale(study) -> list[int]:
 
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "failure", "killed before it finished; requeued")
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
     return [t.number for t in stale]
@@ -147,7 +146,7 @@ def work(spec: StudySpec, worker: int = 0, log_path: Path | None = None) -> None
                 study.tell(trial, state=TrialState.PRUNED)
                 _line(spec, study, trial.number, values, f"pruned: {why}", t0)
                 continue
-            except (Exception, ) as err:  # noqa: BLE001 - a failed trial is recorded, the study goes on
+            except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the study goes on
                 failures += 1
                 trial.set_user_attr("failure", f"{type(err).__name__}: {err}")
                 study.tell(trial, state=TrialState.FAIL)
@@ -176,7 +175,10 @@ def summary(spec: StudySpec, study) -> dict:
     c = counts(study)
     official = float(study.user_attrs["official_value"])
     better = b is not None and (b.value > official if spec.direction == "maximize" else b.value < official)
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
+                 if t.datetime_complete is not None and t.datetime_start is not None]
     return {
+        "trial_seconds": round(sum(durations), 1),  # wall time of the trials (the official run not included)
         "values": dict(b.params) if better else dict(spec.official),
         "value": b.value if better else official,
         "from": f"trial {b.number}" if better else "official settings (no trial beat them on the split)",

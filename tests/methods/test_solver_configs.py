@@ -17,10 +17,14 @@ LINEAR = ["sr4", "sr4_bicubic", "sr4_noisy", "deblur_gauss", "deblur_uniform", "
 
 @pytest.mark.parametrize("name", SOLVERS)
 def test_yaml_builds_with_model_and_steps_resolved(name):
+    # an official prior keeps the method's official step count; the embedded demo prior runs its tuned
+    # presets' budget, 20 steps (model.default_steps), unless steps=N is given
+    official = OmegaConf.to_container(compose(f"method={name}", "model=adm_imagenet256"), resolve=True)
+    assert official["steps"] == OFFICIAL_STEPS[name] and official["tuned"] == "official"
     cfg = OmegaConf.to_container(compose(f"method={name}"), resolve=True)
-    assert cfg["steps"] == OFFICIAL_STEPS[name] and cfg["method"]["model"]["name"] == "adm64_imagenet96"
+    assert cfg["steps"] == 20 and cfg["tuned"] == "auto" and cfg["method"]["model"]["name"] == "adm64_imagenet96"
     method = instantiate({k: v for k, v in cfg["method"].items() if k != "name"})
-    assert method.steps == OFFICIAL_STEPS[name]
+    assert method.steps == 20
     small = instantiate({k: v for k, v in OmegaConf.to_container(compose(f"method={name}", "steps=10"),
                                                                    resolve=True)["method"].items() if k != "name"})
     assert small.steps == 10
