@@ -147,6 +147,18 @@ def log_limits(lo: float, hi: float) -> tuple[float, float]:
     return snap(lo / 1.6, False), snap(hi * 1.6, True)
 
 
+def _log_x_axis(fig, ax, x, pts) -> bool:
+    """Grid, y margins and a log x axis spanning the points ``pts`` of ``x``; False when there is none."""
+    ax.grid(True, which="major", alpha=0.3)
+    ax.margins(y=0.1)
+    if not pts.any():
+        return False
+    ax.set_xscale("log")
+    ax.set_xlim(*log_limits(float(x[pts].min()), float(x[pts].max())))
+    _log_ticks(fig, ax)
+    return True
+
+
 def _log_ticks(fig, ax) -> None:
     """The densest candidate tick set whose labels keep TICK_GAP_PX apart on the drawn axis."""
     lo, hi = ax.get_xlim()
@@ -337,13 +349,7 @@ def _draw(fig, ax, df, choice, x, nfe, styles, fid_reason, n_common) -> str:
     _reference_lines(ax, df, ref, y, styles)
     ax.set_ylabel(_y_label(df, pts | ref, col, label, n_common))
     ax.set_xlabel(_x_label(df, pts) if pts.any() else "images/s: no run with network evaluations (NFE > 0) to place")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.margins(y=0.1)
-    if pts.any():
-        ax.set_xscale("log")
-        ax.set_xlim(*log_limits(float(x[pts].min()), float(x[pts].max())))
-        _log_ticks(fig, ax)
-    else:
+    if not _log_x_axis(fig, ax, x, pts):
         ax.set_xticks([])
     items = _step_items(groups)
     tuned = any(_tuned(g) for g, _ in groups)
@@ -397,12 +403,7 @@ def nfe_figure(df: pd.DataFrame, base: Path, *, styles: dict[str, Style] | None 
         _reference_lines(ax, df, ref, y, styles)
         ax.set_ylabel(_y_label(df, pts | ref, "psnr_mean", "PSNR (dB)", n_common))
         ax.set_xlabel("network evaluations per image (NFE, measured), log scale")
-        ax.grid(True, which="major", alpha=0.3)
-        ax.margins(y=0.1)
-        if pts.any():
-            ax.set_xscale("log")
-            ax.set_xlim(*log_limits(float(x[pts].min()), float(x[pts].max())))
-            _log_ticks(fig, ax)
+        _log_x_axis(fig, ax, x, pts)
         tuned = [_tuned(g) for g, _ in groups]
         if pts.any() or ref.any():
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
