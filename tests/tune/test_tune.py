@@ -15,9 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli, run_dirs
+from tests.conftest import REPO, run_dirs
 
 pytestmark = pytest.mark.slow
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
 
 TINY = ["model=adm_tiny", "method=ddrm", "task=denoise", "steps=3", "tune.startup_trials=2"]
 
@@ -38,13 +44,38 @@ def split(val_dir: Path) -> list[str]:
     return ["dataset=folder", f"dataset.root={val_dir}", "dataset.image_size=32", "dataset.split=validation"]
 
 
-def tune(*overrides: str, root: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bench.tune", *overrides, f"run.results_root={root}"]
-    env = {**os.environ, "BENCH_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+def tune(*overrides: str, root: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m bench.tune`` in this process (its ``main``: exit codes and output as on the command line;
+    the subprocess form is used where the process itself matters: the killed study)."""
+    import contextlib
+    import io
+
+    from bench.tune.cli import main
+
+    argv = [*overrides, f"run.results_root={root}"]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as stop:
+            code = int(stop.code or 0)
+    proc = subprocess.CompletedProcess(["python", "-m", "bench.tune", *argv], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"bench.tune {' '.join(argv)} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_cli(*overrides: str, results_root: Path) -> subprocess.CompletedProcess:
+    """``python -m bench`` in this process (bench.run: the CLI's run path), its printed output captured."""
+    import contextlib
+    import io
+
+    from bench.api import run
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run(overrides=[*overrides, f"run.results_root={results_root}", "run.progress=false"])
+    return subprocess.CompletedProcess(["python", "-m", "bench", *overrides], 0, out.getvalue(), "")
 
 
 def trial_states(root: Path) -> list[str]:
