@@ -43,6 +43,7 @@ class ReportOptions:
     niqe_variant: str = "matlab"
     niqe_crop_border: int = 4
     wandb_project: str | None = None
+    validation: bool = False  # also runs on validation splits (bench.tune's trials); left out by default
 
 
 def _conventions(opts: ReportOptions) -> list[str]:
@@ -282,6 +283,8 @@ def build_report(opts: ReportOptions) -> Path:
         raise FileNotFoundError(f"results root {opts.results} does not exist. Fix: pass --results <folder> "
                                 "that `python -m bench` wrote (run.results_root)")
     runs = aggregate.scan(root)
+    tuning = [] if opts.validation else [r for r in runs if r.split == "validation"]
+    runs = [r for r in runs if r not in tuning]
     skipped = aggregate.scan_skipped(root)
     if not runs and not skipped:
         raise FileNotFoundError(f"no runs (run folders with manifest.json and rows/) and no SKIPPED.json cells "
@@ -308,7 +311,10 @@ def build_report(opts: ReportOptions) -> Path:
            f"--bootstrap {opts.bootstrap}")
     lines = [f"# Benchmark report: {opts.name}", "",
              f"{len(df)} runs and {len(skipped)} skipped cells, regenerated with `{cmd}` (plus the weights "
-             "options for FID/NIQE/PI). One table per (dataset, task) below; every run in `runs.csv`.", ""]
+             "options for FID/NIQE/PI). One table per (dataset, task) below; every run in `runs.csv`."
+             + (f" {len(tuning)} runs on validation splits ({', '.join(sorted({r.dataset for r in tuning}))}: "
+                "`python -m bench.tune`'s trials and official baselines) are left out; `--validation` includes "
+                "them." if tuning else ""), ""]
     lines += _conventions(opts)
     keys = sorted({(d, t) for d, t in zip(df.get("dataset", []), df.get("task", []))}
                   | {(s["dataset"], s["task"]) for s in skipped})

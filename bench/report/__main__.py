@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
                    "(PIRM / GDP's evaluator: 4)")
     p.add_argument("--wandb", metavar="PROJECT", default=None,
                    help="also log each run's dataset-level metrics to its W&B run in PROJECT (WANDB_MODE applies)")
+    p.add_argument("--validation", action="store_true",
+                   help="also report runs on validation splits (dataset.split=validation: bench.tune's trials), "
+                        "which are left out by default")
     return p
 
 
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = ReportOptions(results=a.results, name=a.name, out=a.out, inception_weights=a.inception_weights,
                          niqe_params=niqe, nrqm_weights=a.nrqm_weights, bootstrap=a.bootstrap, seed=a.seed,
                          device=a.device, grid_rows=a.grid_rows, niqe_variant=a.niqe_variant,
-                         niqe_crop_border=a.niqe_crop_border, wandb_project=a.wandb)
+                         niqe_crop_border=a.niqe_crop_border, wandb_project=a.wandb,
+                         validation=a.validation)
     try:
         out = build_report(opts)
     except FileNotFoundError as err:

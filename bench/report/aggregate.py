@@ -90,6 +90,11 @@ class Run:
         return float(v) if v is not None else math.nan
 
     @property
+    def split(self) -> str:
+        """The dataset's split as the run's config says (test for runs made before splits were labelled)."""
+        return str((self.config.get("dataset") or {}).get("split") or "test")
+
+    @property
     def seed(self):
         s = self.manifest.get("seed")
         return s.get("run") if isinstance(s, dict) else self.config.get("seed")

@@ -34,6 +34,7 @@ CELLS = [
     ("method=ddrm", "task=sr4", "steps=4", "tuned=auto"),
     ("method=bicubic", "task=denoise"),
     ("method=ddrm", "task=denoise", "steps=2", "tuned=official"),
+    ("method=bicubic", "task=inpaint", "dataset.split=validation"),  # a tuning trial's kind of run
 ]
 SPLIT = {"dataset": "sample_val", "split": "validation", "images": 4, "ids_sha256": "0" * 64,
          "manifest_sha256": "1" * 64, "forced_test_split": False}
@@ -259,3 +260,15 @@ def test_crowded_nfe_figure_is_readable(tmp_path, monkeypatch):
     xs = m.ax.transData.inverted().transform(m.points)[:, 0]
     assert xs.min() >= 1 - 1e-6 and xs.max() <= 100 + 1e-6  # NFE, not images/s
     assert os.path.getsize(png) > 0
+
+
+def test_validation_split_runs_are_left_out_unless_asked(root, built, tmp_path):
+    _, readme, _ = built
+    assert "1 runs on validation splits (sample: `python -m bench.tune`'s trials" in readme
+    assert "\n## sample / inpaint\n" not in readme and "\n## sample / sr4\n" in readme
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_OFFLINE", "1")
+        mp.setenv("BENCH_CACHE", str(tmp_path / "empty-cache"))
+        path = report(root, tmp_path, "--bootstrap", "0", "--validation")
+    text = (path / "README.md").read_text()
+    assert "\n## sample / inpaint\n" in text and "left out" not in text.split("## Conventions")[0]
