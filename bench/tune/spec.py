@@ -26,6 +26,9 @@ from bench.tuned import cell_of, relative_path
 
 #: per-image metrics a study may optimise, and their direction
 OBJECTIVES = {"psnr": "maximize", "ssim": "maximize", "lpips": "minimize", "consistency_psnr": "maximize"}
+#: the score of a trial whose restoration diverged (NaN/inf output): the metric's worst end, so the sampler learns
+#: to avoid the region (a failed trial would teach it nothing: TPE models complete and pruned trials only)
+DIVERGED = {"psnr": 0.0, "ssim": 0.0, "lpips": 1.0, "consistency_psnr": 0.0}
 LAUNCHERS = ("processes", "local", "slurm")
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench.checks import ConfigError
 from bench.tune.space import suggest
-from bench.tune.spec import StudySpec
-from bench.tune.trial import run_trial, run_values
+from bench.tune.spec import DIVERGED, StudySpec
+from bench.tune.trial import Diverged, run_trial, run_values
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -97,7 +97,10 @@ def official_value(spec: StudySpec, study, log) -> float:
     if key in study.user_attrs:
         return float(study.user_attrs[key])
     t0 = time.perf_counter()
-    run_dir, value = run_values(spec, {}, None, log)
+    try:
+        run_dir, value = run_values(spec, {}, None, log)
+    except Diverged as err:  # the official settings diverge on this cell: the worst score, said once
+        run_dir, value = f"diverged: {err}", DIVERGED[spec.objective]
     study.set_user_attr(key, value)
     study.set_user_attr("official_run_dir", str(run_dir))
     print(f"[tune] official settings {_fmt_values(spec.official)}: {spec.objective} {value:.3f} "
@@ -145,6 +148,13 @@ def work(spec: StudySpec, worker: int = 0, log_path: Path | None = None) -> None
             except optuna.TrialPruned as why:
                 study.tell(trial, state=TrialState.PRUNED)
                 _line(spec, study, trial.number, values, f"pruned: {why}", t0)
+                continue
+            except Diverged as err:
+                worst = DIVERGED[spec.objective]
+                trial.set_user_attr("diverged", str(err))
+                study.tell(trial, worst)
+                _line(spec, study, trial.number, values, f"diverged (scored {spec.objective} {worst}): "
+                      f"{str(err).split(';')[0]}", t0)
                 continue
             except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the study goes on
                 failures += 1

@@ -20,7 +20,12 @@ from bench.tune.spec import StudySpec
 
 
 class TrialFailed(RuntimeError):
-    """A trial whose run did not give a finite objective (recorded on the trial, the study goes on)."""
+    """A trial whose run gave no objective (recorded on the trial, the study goes on)."""
+
+
+class Diverged(TrialFailed):
+    """The restoration itself diverged (NaN/inf images or objective): a result of the setting, scored as the
+    metric's worst value (:data:`bench.tune.spec.DIVERGED`) rather than a failure."""
 
 
 def score(run_dir: Path, ids: list[str], objective: str) -> float:
@@ -36,7 +41,7 @@ def score(run_dir: Path, ids: list[str], objective: str) -> float:
     vals = [float(v) for v in vals]
     mean = sum(vals) / len(vals)
     if not math.isfinite(mean):
-        raise TrialFailed(f"{run_dir}: {objective} is {mean} (a diverged restoration)")
+        raise Diverged(f"{run_dir}: {objective} is {mean} (a diverged restoration)")
     return mean
 
 
@@ -49,7 +54,10 @@ def run_values(spec: StudySpec, values: dict, limit: int | None = None, log=None
     out = contextlib.redirect_stdout(log) if log is not None else contextlib.nullcontext()
     outcome: dict = {}
     with out:
-        run_dir = run_from_config(cfg, outcome, overrides=ovs)
+        try:
+            run_dir = run_from_config(cfg, outcome, overrides=ovs)
+        except FloatingPointError as err:  # the runner refuses NaN outputs before saving them
+            raise Diverged(str(err)) from err
     if run_dir is None:
         raise TrialFailed(f"method={spec.cell['method']} skips task={spec.cell['task']}: {outcome.get('skipped')}")
     return run_dir, score(run_dir, spec.split["ids"][:n], spec.objective)

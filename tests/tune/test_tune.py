@@ -211,3 +211,16 @@ def test_parallel_workers_share_one_study(tmp_path, val_dir):
     assert 4 <= len(workers) <= 5, workers  # at most jobs - 1 extra when both ask at once
     assert set(workers) == {0, 1}, workers  # both workers ran trials of the one study
     assert list((tmp_path / "tuned").rglob("*.yaml")) and "preset:" in proc.stdout
+
+
+def test_a_diverged_setting_is_scored_worst_not_failed(tmp_path, val_dir):
+    """DPS with an absurd guidance scale makes NaN images (the runner refuses to save them): the trial is a
+    result of its setting, scored as PSNR 0 so the sampler learns from it, and the study still ends."""
+    tiny = ["model=adm_tiny", "method=dps", "task=sr4", "steps=2", "tune.startup_trials=1", "tune.prune=false"]
+    proc = tune(*tiny, *split(val_dir), "tune.trials=2", "tune.images=1",
+                "tune.space.scale.low=1e29", "tune.space.scale.high=1e30", root=tmp_path)
+    assert proc.stdout.count("diverged (scored psnr 0.0)") == 2, proc.stdout
+    assert trial_states(tmp_path) == ["COMPLETE", "COMPLETE"]
+    (preset,) = (tmp_path / "tuned").rglob("*.yaml")
+    doc = yaml.safe_load(preset.read_text())
+    assert doc["values"] == {"scale": None} and doc["provenance"]["chosen"].startswith("official settings")
