@@ -62,7 +62,8 @@ def tune(overrides: list[str]) -> dict:
     p = doc["provenance"]
     print(f"[tune] {p['trials']} trials ({p['pruned']} pruned, {p['failed']} failed) in "
           f"{time.perf_counter() - t0:.0f} s; {spec.objective}: {p['value']:.3f} with {doc['values']} "
-          f"({p['chosen']}; official {p['official_value']:.3f})", flush=True)
+          f"({p['chosen']}; official " + ("skips the cell" if p["official_value"] is None else
+                                           f"{p['official_value']:.3f}") + ")", flush=True)
     print(f"[tune] preset: {spec.preset_path}\n[tune] apply it: python -m bench "
           + " ".join(o for o in spec.user_overrides if not o.split("=", 1)[0].lstrip("+~").startswith("tune")) + " tuned=auto",
           flush=True)

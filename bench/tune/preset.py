@@ -26,7 +26,8 @@ def document(spec: StudySpec, result: dict) -> dict:
             "chosen": result["from"],
             "objective": f"{spec.objective} ({spec.direction}, mean over the split's images)",
             "value": round(float(result["value"]), 6),
-            "official_value": round(float(result["official_value"]), 6),
+            "official_value": (None if result["official_value"] is None  # the method skips the cell officially
+                               else round(float(result["official_value"]), 6)),
             "trials": result["complete"] + result["pruned"],
             "complete": result["complete"], "pruned": result["pruned"], "failed": result["failed"],
             "trial_seconds": result["trial_seconds"],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from bench.checks import ConfigError
 from bench.tune.space import suggest
 from bench.tune.spec import DIVERGED, StudySpec
-from bench.tune.trial import Diverged, run_trial, run_values
+from bench.tune.trial import Diverged, Skipped, run_trial, run_values
 
 FINISHED = ("COMPLETE", "PRUNED")
 
@@ -91,16 +90,24 @@ def requeue_stale(study) -> list[int]:
     return [t.number for t in stale]
 
 
-def official_value(spec: StudySpec, study, log) -> float:
-    """The official settings' objective on the same images (run once, stored with the study)."""
+def official_value(spec: StudySpec, study, log) -> float | None:
+    """The official settings' objective on the same images (run once, stored with the study); None when the
+    method skips the cell with its official settings (GDP has no official scale for denoise: a tuned one runs)."""
     key = "official_value"
     if key in study.user_attrs:
-        return float(study.user_attrs[key])
+        v = study.user_attrs[key]
+        return None if v is None else float(v)
     t0 = time.perf_counter()
     try:
         run_dir, value = run_values(spec, {}, None, log)
     except Diverged as err:  # the official settings diverge on this cell: the worst score, said once
         run_dir, value = f"diverged: {err}", DIVERGED[spec.objective]
+    except Skipped as err:
+        study.set_user_attr(key, None)
+        study.set_user_attr("official_run_dir", f"skipped: {err}")
+        print(f"[tune] official settings {_fmt_values(spec.official)}: {err}; the best trial becomes the preset",
+              flush=True)
+        return None
     study.set_user_attr(key, value)
     study.set_user_attr("official_run_dir", str(run_dir))
     print(f"[tune] official settings {_fmt_values(spec.official)}: {spec.objective} {value:.3f} "
@@ -183,8 +190,11 @@ def _line(spec: StudySpec, study, number: int, values: dict, what: str, t0: floa
 def summary(spec: StudySpec, study) -> dict:
     b = best(study, spec)
     c = counts(study)
-    official = float(study.user_attrs["official_value"])
-    better = b is not None and (b.value > official if spec.direction == "maximize" else b.value < official)
+    official = study.user_attrs["official_value"]
+    if official is None and b is None:
+        raise RuntimeError(f"study {spec.name}: the official settings skip the cell and no trial completed")
+    better = b is not None and (official is None or (b.value > official if spec.direction == "maximize"
+                                                     else b.value < official))
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
                  if t.datetime_complete is not None and t.datetime_start is not None]
     return {
@@ -197,5 +207,4 @@ def summary(spec: StudySpec, study) -> dict:
         "official_value": official,
         "official_run_dir": study.user_attrs.get("official_run_dir"),
         "complete": c.get("COMPLETE", 0), "pruned": c.get("PRUNED", 0), "failed": c.get("FAIL", 0),
-        "finite": math.isfinite(official),
     }

@@ -23,6 +23,10 @@ class TrialFailed(RuntimeError):
     """A trial whose run gave no objective (recorded on the trial, the study goes on)."""
 
 
+class Skipped(TrialFailed):
+    """The method skips the cell with these settings (e.g. GDP without an official scale for a task)."""
+
+
 class Diverged(TrialFailed):
     """The restoration itself diverged (NaN/inf images or objective): a result of the setting, scored as the
     metric's worst value (:data:`bench.tune.spec.DIVERGED`) rather than a failure."""
@@ -59,7 +63,7 @@ def run_values(spec: StudySpec, values: dict, limit: int | None = None, log=None
         except FloatingPointError as err:  # the runner refuses NaN outputs before saving them
             raise Diverged(str(err)) from err
     if run_dir is None:
-        raise TrialFailed(f"method={spec.cell['method']} skips task={spec.cell['task']}: {outcome.get('skipped')}")
+        raise Skipped(f"method={spec.cell['method']} skips task={spec.cell['task']}: {outcome.get('skipped')}")
     return run_dir, score(run_dir, spec.split["ids"][:n], spec.objective)
 
 

@@ -130,7 +130,8 @@ def test_shipped_presets_are_honest(path, tmp_path):
     assert prov["split"]["dataset"] == "sample_val"
     test_ids = {e.id for e in SampleDataset(image_size=64).entries}
     assert not set(prov["ids"]) & test_ids and len(prov["ids"]) == prov["split"]["images"]
-    assert prov["trials"] >= 8 and prov["value"] >= prov["official_value"]
+    assert prov["trials"] >= 8
+    assert prov["official_value"] is None or prov["value"] >= prov["official_value"]  # None: official skips
     # the values are the method's parameters, inside its search space (null = the official per-task value)
     c = resolved(f"method={cell['method']}", f"task={cell['task']}", f"steps={cell['steps']}", root=tmp_path)
     params = {p.name: p for p in parse_space(cell["method"], c["tune"]["space"], c["method"])}

@@ -224,3 +224,15 @@ def test_a_diverged_setting_is_scored_worst_not_failed(tmp_path, val_dir):
     (preset,) = (tmp_path / "tuned").rglob("*.yaml")
     doc = yaml.safe_load(preset.read_text())
     assert doc["values"] == {"scale": None} and doc["provenance"]["chosen"].startswith("official settings")
+
+
+def test_a_cell_the_official_settings_skip_is_tuned_from_its_trials(tmp_path, val_dir):
+    """GDP has no official guidance scale for denoise (it skips the cell); a tuned scale runs it."""
+    tiny = ["model=adm_tiny", "method=gdp_x0", "task=denoise", "steps=2", "tune.startup_trials=1",
+            "tune.prune=false"]
+    proc = tune(*tiny, *split(val_dir), "tune.trials=2", "tune.images=1", root=tmp_path)
+    assert "GDP has no official guidance scale for task 'denoise'" in proc.stdout
+    assert "the best trial becomes the preset" in proc.stdout and "official skips the cell" in proc.stdout
+    (preset,) = (tmp_path / "tuned").rglob("*.yaml")
+    doc = yaml.safe_load(preset.read_text())
+    assert isinstance(doc["values"]["scale"], float) and doc["provenance"]["official_value"] is None
