@@ -41,6 +41,10 @@ def tune(overrides: list[str]) -> dict:
     with st.lock(spec):
         (spec.dir / "study.json").write_text(spec.to_json())
         s = st.open_study(spec)
+        queued = st.enqueue_grid(spec, s)
+        if queued:
+            print(f"[tune] grid: {queued} points queued ({', '.join(f'{k}: {len(v)}' for k, v in spec.grid.items())})",
+                  flush=True)
         stale = st.requeue_stale(s)
         if stale:
             print(f"[tune] trial(s) {', '.join(str(n + 1) for n in stale)} were left running by a killed run: "

@@ -31,8 +31,9 @@ def document(spec: StudySpec, result: dict) -> dict:
             "trials": result["complete"] + result["pruned"],
             "complete": result["complete"], "pruned": result["pruned"], "failed": result["failed"],
             "trial_seconds": result["trial_seconds"],
-            "sampler": {"name": "TPESampler", "seed": spec.seed, "startup_trials": spec.startup_trials,
-                        "workers": spec.jobs},
+            "sampler": ({"name": "grid", "grid": spec.grid, "workers": spec.jobs} if spec.sampler == "grid"
+                        else {"name": "TPESampler", "seed": spec.seed, "startup_trials": spec.startup_trials,
+                              "workers": spec.jobs}),
             "pruning": ({"pruner": "MedianPruner", "after_images": spec.prune_after} if spec.prune else None),
             "space": {p["name"]: ({"choices": p["choices"]} if p["choices"] else
                                   {"low": p["low"], "high": p["high"], "log": p["log"], "int": p["integer"]})

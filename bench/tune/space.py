@@ -174,3 +174,18 @@ def suggest(trial, params: list[Param]) -> dict:
 def overrides(values: dict) -> list[str]:
     """``method.<key>=<value>`` Hydra overrides for the run path."""
     return [f"method.{k}={hydra_value(v)}" for k, v in sorted(values.items())]
+
+
+def grid(params: list[Param], points: int) -> dict:
+    """Every parameter's grid values: ``points`` of its range (geometric for log ranges, integers rounded and
+    deduplicated), its choices for a categorical one (optuna's GridSampler search space)."""
+    import numpy as np
+
+    out = {}
+    for p in params:
+        if p.categorical:
+            out[p.name] = list(p.choices)
+            continue
+        vals = (np.geomspace if p.log else np.linspace)(p.low, p.high, points)
+        out[p.name] = sorted({int(round(v)) for v in vals}) if p.integer else [float(v) for v in vals]
+    return out

@@ -22,6 +22,7 @@ from bench.cli import _instantiate, _strip
 from bench.cli_errors import suggest as did_you_mean
 from bench.results import code_fingerprint, semantic_config
 from bench.tune.space import Param, parse_space
+from bench.tune.space import grid as grid_values
 from bench.tuned import cell_of, relative_path
 
 #: per-image metrics a study may optimise, and their direction
@@ -30,6 +31,7 @@ OBJECTIVES = {"psnr": "maximize", "ssim": "maximize", "lpips": "minimize", "cons
 #: to avoid the region (a failed trial would teach it nothing: TPE models complete and pruned trials only)
 DIVERGED = {"psnr": 0.0, "ssim": 0.0, "lpips": 1.0, "consistency_psnr": 0.0}
 LAUNCHERS = ("processes", "local", "slurm")
+SAMPLERS = ("tpe", "grid")
 
 
 @dataclass
@@ -44,6 +46,8 @@ class StudySpec:
     trials: int
     seed: int
     startup_trials: int
+    sampler: str                # tpe | grid
+    grid: dict                  # grid: the values per parameter ({} for tpe)
     prune: bool
     prune_after: int
     jobs: int
@@ -103,7 +107,9 @@ def check(overrides: list[str]) -> tuple[dict, list[Param]]:
     launcher = str(t["launcher"])
     if launcher not in LAUNCHERS:
         raise ConfigError(f"tune.launcher={launcher!r}; allowed: {', '.join(LAUNCHERS)}. Fix: tune.launcher=processes")
-    for key in ("trials", "jobs", "prune_after", "startup_trials"):
+    if str(t["sampler"]) not in SAMPLERS:
+        raise ConfigError(f"tune.sampler={t['sampler']!r}; allowed: {', '.join(SAMPLERS)}. Fix: tune.sampler=tpe")
+    for key in ("trials", "jobs", "prune_after", "startup_trials", "grid"):
         v = t[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "startup_trials" else 1):
             raise ConfigError(f"tune.{key}={v!r} must be a positive integer. Fix: e.g. tune.{key}=4")
@@ -187,7 +193,9 @@ def build(overrides: list[str]) -> StudySpec:
         params=[{"name": p.name, "low": p.low, "high": p.high, "log": p.log, "integer": p.integer,
                  "choices": list(p.choices)} for p in params],
         official=official, objective=objective, direction=OBJECTIVES[objective], trials=int(t["trials"]),
-        seed=int(t["seed"]), startup_trials=int(t["startup_trials"]), prune=bool(t["prune"]),
+        seed=int(t["seed"]), startup_trials=int(t["startup_trials"]), sampler=str(t["sampler"]),
+        grid=grid_values(params, int(t["grid"])) if str(t["sampler"]) == "grid" else {},
+        prune=bool(t["prune"]) and str(t["sampler"]) != "grid",  # a scan is complete: no pruning
         prune_after=int(t["prune_after"]), jobs=int(t["jobs"]), launcher=launcher, slurm=dict(t["slurm"] or {}),
         split={"dataset": v["dataset"]["name"], "split": split, "images": len(ids), "ids": ids,
                "ids_sha256": ids_sha, "manifest_sha256": man["sha256"], "forced_test_split": forced},
@@ -195,8 +203,13 @@ def build(overrides: list[str]) -> StudySpec:
     )
     ident = {"config": sem, "dataset": man["sha256"], "ids": ids_sha, "code": code["fingerprint"],
              "tool": {k: getattr(spec, k) for k in ("params", "objective", "seed", "startup_trials", "prune",
-                                                      "prune_after")}}
+                                                      "prune_after")}
+             | ({"sampler": "grid", "grid": spec.grid} if spec.sampler == "grid" else {})}
     spec.identity_sha256 = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+    if spec.sampler == "grid":
+        spec.trials = 1
+        for values in spec.grid.values():
+            spec.trials *= len(values)
     steps = f"steps{spec.cell['steps']}" if spec.cell["steps"] is not None else "default"
     spec.name = f"{spec.cell['method']}-{spec.cell['task']}-{steps}-{spec.identity_sha256[:8]}"
     return spec

@@ -39,7 +39,10 @@ def open_study(spec: StudySpec, worker: int = 0):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed + worker, n_startup_trials=spec.startup_trials)
+    if spec.sampler == "grid":  # the points are queued once by the driver (enqueue_grid): nothing is sampled
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed + worker)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=spec.seed + worker, n_startup_trials=spec.startup_trials)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=0)
               if spec.prune else optuna.pruners.NopPruner())
     return optuna.create_study(study_name=spec.name, storage=storage(spec), sampler=sampler, pruner=pruner,
@@ -65,6 +68,21 @@ def lock(spec: StudySpec):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def enqueue_grid(spec: StudySpec, study) -> int:
+    """Queue every grid point once, when the study is new (optuna's GridSampler stops the study from inside
+    ``tell``, which an ask/tell loop cannot use); queued points survive in the journal, so a resumed scan goes
+    on with the points not yet run."""
+    import itertools
+
+    if spec.sampler != "grid" or study.get_trials(deepcopy=False):
+        return 0
+    names = sorted(spec.grid)
+    points = list(itertools.product(*(spec.grid[n] for n in names)))
+    for point in points:
+        study.enqueue_trial(dict(zip(names, point)))
+    return len(points)
 
 
 def counts(study) -> dict:

@@ -236,3 +236,21 @@ def test_a_cell_the_official_settings_skip_is_tuned_from_its_trials(tmp_path, va
     (preset,) = (tmp_path / "tuned").rglob("*.yaml")
     doc = yaml.safe_load(preset.read_text())
     assert isinstance(doc["values"]["scale"], float) and doc["provenance"]["official_value"] is None
+
+
+def test_a_grid_scan_runs_every_point(tmp_path, val_dir):
+    """tune.sampler=grid: every grid point once (log-spaced for a log range), no pruning, trials = grid size."""
+    import math
+
+    proc = tune(*TINY, *split(val_dir), "tune.sampler=grid", "tune.grid=3", "tune.images=1", root=tmp_path)
+    assert proc.stdout.count(": trial ") == 9 and "pruned" not in proc.stdout.split("] 9 trials")[0]
+    (preset,) = (tmp_path / "tuned").rglob("*.yaml")
+    prov = yaml.safe_load(preset.read_text())["provenance"]
+    assert prov["sampler"]["name"] == "grid" and prov["sampler"]["grid"] == {"eta": [0.0, 0.5, 1.0],
+                                                                                   "eta_b": [0.0, 0.5, 1.0]}
+    assert trial_states(tmp_path) == ["COMPLETE"] * 9
+    from bench.tune.space import Param, grid
+
+    assert [round(v, 6) for v in grid([Param("s", 0.01, 10.0, log=True)], 4)["s"]] == [0.01, 0.1, 1.0, 10.0]
+    assert grid([Param("k", 1, 10, integer=True)], 4)["k"] == [1, 4, 7, 10]
+    assert math.isclose(grid([Param("x", 0.0, 1.0)], 5)["x"][1], 0.25)
