@@ -20,7 +20,7 @@ from bench import paths
 from tests.conftest import REPO
 
 # what a wheel build needs from the source tree (the rest of a clone is not packaged)
-SOURCES = ("bench", "conf", "datasets", "pyproject.toml", "README.md")
+SOURCES = ("bench", "conf", "datasets", "tuned", "pyproject.toml", "README.md")
 
 
 def _can_build_wheels_offline() -> str | None:
