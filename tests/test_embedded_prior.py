@@ -52,10 +52,11 @@ def test_gdp_x0_guidance_with_the_embedded_prior_fits_y(tmp_path):
 
 
 def test_ddrm_with_the_embedded_prior_beats_bicubic_on_sr4(tmp_path):
-    """Issue 7: DDRM beats bicubic on sr4 (all 8 sample photos). Measured: 23.39 vs 23.07 dB at 100 steps;
-    at the 20-step default DDRM's samples still lose (22.83), see bench/priors/adm64_imagenet96.md."""
-    bicubic = _mean_psnr(tmp_path / "b", "method=bicubic", "task=sr4", limit=8)
-    ddrm = _mean_psnr(tmp_path / "d", "method=ddrm", MODEL, "task=sr4", "steps=100", limit=8)
+    """Issue 7: DDRM (official settings) beats bicubic on sr4 at 100 steps. Measured on all 8 sample photos:
+    23.38 vs 23.07 dB; on the first 4 (checked here, half the time): +0.52 dB; at 20 steps the official settings
+    still lose (22.83), the tuned preset ties (23.08, docs/tuning.md)."""
+    bicubic = _mean_psnr(tmp_path / "b", "method=bicubic", "task=sr4", limit=4)
+    ddrm = _mean_psnr(tmp_path / "d", "method=ddrm", MODEL, "task=sr4", "steps=100", "tuned=official", limit=4)
     assert ddrm >= bicubic + 0.1, (ddrm, bicubic)
 
 
