@@ -30,6 +30,7 @@ import yaml
 from bench.models.assets import sha256_file
 from bench.notices import notice
 from bench.paths import tuned_dir
+from bench.results import steps_label
 
 RESULTS_DIR_NAME = "tuned"  # <results_root>/tuned/: bench.tune's default output
 MODES = ("official", "auto")
@@ -58,8 +59,7 @@ def cell_of(c: dict) -> dict:
 
 
 def relative_path(cell: dict) -> Path:
-    steps = f"steps{cell['steps']}" if cell["steps"] is not None else "default"
-    return Path(str(cell["prior"])) / str(cell["task"]) / f"{cell['method']}-{steps}.yaml"
+    return Path(str(cell["prior"])) / str(cell["task"]) / f"{cell['method']}-{steps_label(cell['steps'])}.yaml"
 
 
 def search_dirs(results_root: str | Path) -> list[Path]:
@@ -137,7 +137,7 @@ def apply(c: dict, overrides=()) -> str | None:
             c["tuned"] = "official"
             if cell["prior"] is not None and c["tune"].get("space"):
                 notice(f"tuned=auto: no tuned preset for {cell['method']} x {cell['task']} at "
-                       f"{relative_path(cell).stem.split('-')[-1]} with prior {cell['prior']} (looked for "
+                       f"{steps_label(cell['steps'])} with prior {cell['prior']} (looked for "
                        f"{relative_path(cell)} in {', '.join(str(d) for d in search_dirs(c['run']['results_root']))}); "
                        "running the official settings. Tune one: python -m bench.tune (docs/tuning.md)")
             return None

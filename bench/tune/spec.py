@@ -20,7 +20,7 @@ from bench.api import compose
 from bench.checks import ConfigError, check_dataset_options, check_missing, check_results_root
 from bench.cli import _instantiate, _strip
 from bench.cli_errors import suggest as did_you_mean
-from bench.results import code_fingerprint, semantic_config
+from bench.results import code_fingerprint, semantic_config, steps_label
 from bench.tune.space import Param, parse_space
 from bench.tune.space import grid as grid_values
 from bench.tuned import cell_of, relative_path
@@ -84,13 +84,9 @@ class StudySpec:
         return cls(**json.loads(text))
 
 
-def _tool_overrides(overrides: list[str]) -> tuple[list[str], dict]:
-    """Split the command line into run overrides and ``tune.*`` ones (only the tool reads those)."""
-    run, tool = [], {}
-    for raw in overrides:
-        key = raw.split("=", 1)[0].lstrip("+~")
-        (tool.__setitem__(key, raw) if key.startswith("tune.") or key == "tune" else run.append(raw))
-    return run, tool
+def _run_overrides(overrides: list[str]) -> list[str]:
+    """The command line without its ``tune.*`` overrides (only the tool reads those)."""
+    return [raw for raw in overrides if raw.split("=", 1)[0].lstrip("+~").split(".")[0] != "tune"]
 
 
 def check(overrides: list[str]) -> tuple[dict, list[Param]]:
@@ -127,7 +123,7 @@ def build(overrides: list[str]) -> StudySpec:
     t = c["tune"]
     objective, launcher = str(t["objective"]), str(t["launcher"])
     method = c["method"]["name"]
-    run, _ = _tool_overrides(list(overrides))
+    run = _run_overrides(list(overrides))
     fixed = sorted({raw.split("=", 1)[0][len("method."):] for raw in run
                     if raw.split("=", 1)[0].lstrip("+~").startswith("method.")} & {p.name for p in params})
     if fixed:
@@ -210,6 +206,5 @@ def build(overrides: list[str]) -> StudySpec:
         spec.trials = 1
         for values in spec.grid.values():
             spec.trials *= len(values)
-    steps = f"steps{spec.cell['steps']}" if spec.cell["steps"] is not None else "default"
-    spec.name = f"{spec.cell['method']}-{spec.cell['task']}-{steps}-{spec.identity_sha256[:8]}"
+    spec.name = f"{spec.cell['method']}-{spec.cell['task']}-{steps_label(spec.cell['steps'])}-{spec.identity_sha256[:8]}"
     return spec

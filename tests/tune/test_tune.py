@@ -78,15 +78,19 @@ def run_cli(*overrides: str, results_root: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["python", "-m", "bench", *overrides], 0, out.getvalue(), "")
 
 
-def trial_states(root: Path) -> list[str]:
+def the_study(root: Path):
+    """The one study under ``root`` (read from its journal, as optuna stores it)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     (journal,) = (root / ".tune").rglob("journal.log")
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     (summary,) = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
-    return [t.state.name for t in study.get_trials()]
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def trial_states(root: Path) -> list[str]:
+    return [t.state.name for t in the_study(root).get_trials()]
 
 
 def test_a_study_writes_a_preset_the_cli_applies(tmp_path, val_dir):
@@ -194,14 +198,7 @@ def test_a_method_without_a_space_and_an_unknown_parameter(tmp_path, val_dir):
 
 
 def worker_of_trials(root: Path) -> list:
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    (journal,) = (root / ".tune").rglob("journal.log")
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
-    (summary,) = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
-    return [t.user_attrs.get("worker") for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    return [t.user_attrs.get("worker") for t in the_study(root).get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
 
 
 def test_parallel_workers_share_one_study(tmp_path, val_dir):
