@@ -1,4 +1,5 @@
-"""Degradation operators: linear ones in the DDRM ``H_functions`` convention, plus LowLight.
+"""Degradation operators: linear ones in the DDRM ``H_functions`` convention, plus the non-linear LowLight
+and JPEGCompression. Inpainting masks come from :mod:`.masks`.
 
 Every operator is built as ``Cls(channels, size, device="cpu", *, seed=0, **params)``.
 """
@@ -9,6 +10,7 @@ from .deblur import Deblurring, GaussianDeblur, SeparableOperator, UniformDeblur
 from .deblur_gdp import GDPDeblur, gdp_kernel
 from .denoise import Denoising, SpectralOperator
 from .inpaint import Inpainting
+from .jpeg import JPEGCompression
 from .lowlight import LowLight
 from .superres import BicubicDownsample, SRConv, SuperResolution, bicubic_kernel
 
@@ -27,6 +29,7 @@ OPERATORS = {
         UniformDeblur,
         GDPDeblur,
         LowLight,
+        JPEGCompression,
     )
 }
 
@@ -45,6 +48,7 @@ __all__ = [
     "UniformDeblur",
     "GDPDeblur",
     "LowLight",
+    "JPEGCompression",
     "OPERATORS",
     "bicubic_kernel",
     "conv_matrix_1d",

@@ -6,7 +6,7 @@ depends on it:
 * ``SpectralOperator``: a ``LinearOperator`` whose SVD buffers are built once in float64 and handed out
   in the caller's dtype (float32 in -> float32 out, float64 in -> float64 out, at full precision), and
   whose ``A``/``At``/``pinv`` use singular values of the input's dtype.
-* ``check_int`` / ``check_float`` / ``as_kernel``: parameter checks that raise ``ValueError`` naming the
+* ``check_int`` / ``check_float`` / ``check_hw`` / ``as_kernel``: parameter checks that raise ``ValueError`` naming the
   bad value, the allowed range and the fix.
 * ``to_rgb``: turns a (B, C, h, w) measurement picture into three channels for saving.
 """
@@ -40,6 +40,16 @@ def check_float(
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name}={value!r} is invalid: it must be a number in {interval}; {fix}")
     return float(value)
+
+
+def check_hw(size) -> tuple[int, int]:
+    """(height, width) from an int side or a (height, width) pair, each an integer >= 1 (pixel-wise,
+    non-linear operators take any shape, e.g. 600x400 LOL photos)."""
+    hw = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    fix = "pass the image side length in pixels, e.g. size=256, or (height, width)"
+    if len(hw) != 2:
+        raise ValueError(f"size={size!r} is invalid: it must be an int or a (height, width) pair; {fix}")
+    return tuple(check_int("size", v, 1, fix) for v in hw)
 
 
 def as_kernel(kernel, name: str = "kernel") -> Tensor:

@@ -1,11 +1,12 @@
-"""Inpainting: a random pixel mask (a missing pixel is missing in every channel)."""
+"""Inpainting: a pixel mask (a missing pixel is missing in every channel) of a kind from :mod:`.masks`."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .denoise import SpectralOperator, check_float, to_rgb
+from . import masks
+from .denoise import SpectralOperator, to_rgb
 
 
 class Inpainting(SpectralOperator):
@@ -19,8 +20,14 @@ class Inpainting(SpectralOperator):
     the same on every device and run), and entries are ordered channel-major, in (C, H, W) raster
     order, instead of DDRM's pixel-interleaved order.
 
-    * ``mask`` (H, W) bool, True = kept; exactly ``round(missing * H * W)`` pixels are missing.
+    * ``mask`` (H, W) bool, True = kept. ``mask_kind`` picks the pattern (:data:`masks.MASKS`): the default
+      ``"random"`` drops exactly ``round(missing * H * W)`` random pixels (``task=inpaint``); ``box``,
+      ``half``, ``expand``, ``lines``, ``sr2``, ``wide``, ``narrow`` are the ``inpaint_<kind>`` tasks. The
+      remaining keyword arguments are that kind's parameters (e.g. ``missing`` for random, ``box`` for box).
     * M = C * (number of kept pixels); y lists the kept entries in (C, H, W) raster order.
+
+    One mask per operator, i.e. per run: built from the run seed, shared by every image (as official DDRM
+    shares its mask files), so every method and batch size sees the same y.
     """
 
     name = "inpaint"
@@ -32,19 +39,15 @@ class Inpainting(SpectralOperator):
         device: torch.device | str = "cpu",
         *,
         seed: int = 0,
-        missing: float = 0.25,
+        mask_kind: str = "random",
+        **mask_params,
     ):
         super().__init__(channels, size, device, seed=seed)
-        self.missing = check_float(
-            "missing", missing, 0.0, 1.0, "pass the fraction of pixels to drop, e.g. missing=0.25",
-            high_open=True,
-        )
-        n_pix = size * size
-        self.n_missing = int(round(self.missing * n_pix))
-        gen = torch.Generator().manual_seed(self.seed)
-        dropped = torch.randperm(n_pix, generator=gen)[: self.n_missing]
-        mask = torch.ones(n_pix, dtype=torch.bool)
-        mask[dropped] = False
+        self.mask_kind = mask_kind
+        self.mask_params = masks.resolve(mask_kind, mask_params)
+        mask = masks.make_mask(mask_kind, size, self.seed, **self.mask_params).reshape(-1)  # CPU, True = kept
+        self.n_missing = int((~mask).sum())
+        self.missing = self.mask_params["missing"] if mask_kind == "random" else self.n_missing / (size * size)
         self.mask = mask.reshape(size, size).to(self.device)
         full = mask.repeat(channels)  # (C*H*W,) in (C, H, W) raster order
         perm = torch.cat([full.nonzero().squeeze(1), (~full).nonzero().squeeze(1)])
@@ -72,4 +75,8 @@ class Inpainting(SpectralOperator):
         return to_rgb(self.image(self.pinv(y)))
 
     def describe(self) -> dict:
-        return {**super().describe(), "missing": self.missing, "n_missing": self.n_missing, "seed": self.seed}
+        base = {**super().describe(), "missing": self.missing, "n_missing": self.n_missing, "seed": self.seed}
+        if self.mask_kind == "random":  # unchanged since task inpaint v1
+            return base
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.mask_params.items()}
+        return {**base, "mask_kind": self.mask_kind, "mask_params": params}

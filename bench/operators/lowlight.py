@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .denoise import check_float, check_int
+from .denoise import check_float, check_hw, check_int
 
 
 class LowLight:
@@ -34,9 +34,7 @@ class LowLight:
     ):
         self.channels = check_int("channels", channels, 1, "pass the number of image channels, e.g. channels=3")
         # non-linear and pixel-wise: any (H, W) works, so non-square LOL photos (600x400) keep their size
-        hw = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        fix = "pass the image side length in pixels, e.g. size=256, or (height, width)"
-        self.height, self.width = (check_int("size", v, 1, fix) for v in hw)
+        self.height, self.width = check_hw(size)
         self.size = self.height if self.height == self.width else (self.height, self.width)
         self.device = torch.device(device)
         self.seed = int(seed)
