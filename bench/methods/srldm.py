@@ -12,6 +12,8 @@ and (H, W) the target size, f the model's factor (4):
 * ``p`` is (H, W) (deblur, denoise, inpaint, colorize, lowlight): the LR input is ``p`` downscaled to
   (round(H/f), round(W/f)) with ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)``
   (PIL-style antialiased bicubic; the seed paper does not name its filter);
+* ``p`` is (H/k, W/k) for an integer k > f (``sr8``): p is upsampled to (H/f, W/f) with bicubic
+  interpolation (``align_corners=False``, no antialias: it is an upscale), then super-resolved f x;
 * anything else is a ValueError.
 
 The LR input is clipped to [0, 1] (a noisy measurement can leave it; the model was trained on 8-bit LR
@@ -124,7 +126,8 @@ class SRLDM(Method):
 
     # ------------------------------------------------------------------ input
     def lr_input(self, picture: Tensor, target_hw: tuple[int, int]) -> tuple[Tensor, str]:
-        """The LR conditioning image in [0, 1] and how it was obtained ("measurement" | "downscaled")."""
+        """The LR conditioning image in [0, 1] and how it was obtained: "measurement", "downscaled" or
+        "upsampled"."""
         f = self.ldm.scale_factor
         H, W = target_hw
         h, w = picture.shape[-2:]
@@ -134,8 +137,12 @@ class SRLDM(Method):
             size = (max(1, round(H / f)), max(1, round(W / f)))
             return F.interpolate(picture, size=size, mode="bicubic", antialias=True, align_corners=False), \
                 "downscaled"
+        if h * f < H and w * f < W and H % h == 0 and W % w == 0 and H // h == W // w:  # SR by k > f
+            size = (H // f, W // f)
+            return F.interpolate(picture, size=size, mode="bicubic", align_corners=False), "upsampled"
         raise ValueError(f"srldm: the measurement picture is {h}x{w} but the target is {H}x{W}; srldm needs "
-                         f"either a {f}x smaller picture (SR) or a full-size one (downscaled {f}x)")
+                         f"either a {f}x smaller picture (SR), a k x smaller one with an integer k > {f} "
+                         f"(upsampled to {f}x smaller first) or a full-size one (downscaled {f}x)")
 
     def restore(self, y: Tensor, degradation: Degradation, generators: list[torch.Generator]) -> Tensor:
         if self.ldm is None:

@@ -184,6 +184,13 @@ def test_non_square_lowlight_pads_and_crops(method):
     assert out.shape == (1, 3, 36, 20) and torch.isfinite(out).all()
 
 
+def test_sr8_measurement_is_upsampled_to_the_models_lr_size(method):
+    lr8 = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(4))  # sr8 of a 32-px image
+    lr, how = method.lr_input(lr8, (32, 32))
+    ref = torch.nn.functional.interpolate(lr8, size=(8, 8), mode="bicubic", align_corners=False)
+    assert how == "upsampled" and torch.equal(lr, ref)
+
+
 def test_wrong_measurement_size_is_an_error(method):
     with pytest.raises(ValueError, match="4x smaller"):
         method.lr_input(torch.rand(1, 3, 10, 10), (32, 32))

@@ -152,6 +152,12 @@ CASES = [
         lambda op, x: conv_valid(official_gkern(5, 1.5), x),
     ),
 ]
+# every mask kind of the inpaint_* tasks (bench/operators/masks.py); strokes need 16 px to be strokes
+CASES += [
+    (f"inpaint_{kind}", (lambda k, n: lambda d: Inpainting(3, n, d, seed=3, mask_kind=k))(kind, n),
+     lambda op, x: x[:, :, op.mask.cpu()].reshape(x.shape[0], -1))
+    for kind, n in (("box", 8), ("half", 8), ("expand", 8), ("lines", 8), ("sr2", 8), ("wide", 16), ("narrow", 16))
+]
 IDS = [c[0] for c in CASES]
 
 
