@@ -34,10 +34,10 @@ from torch import Tensor
 from .denoise import check_float, check_int
 
 #: thick strokes (``inpaint_wide``): widths and segment lengths are fractions of the image side
-WIDE = {"width": (0.06, 0.16), "length": (0.1, 0.4), "vertices": (2, 6), "max_turn": math.pi / 2,
+WIDE = {"width": (0.06, 0.16), "length": (0.1, 0.4), "vertices": (2, 6), "max_turn": 90.0,
         "missing": (0.2, 0.4)}
 #: thin strokes (``inpaint_narrow``)
-NARROW = {"width": (0.02, 0.05), "length": (0.1, 0.4), "vertices": (4, 10), "max_turn": math.pi / 2,
+NARROW = {"width": (0.02, 0.05), "length": (0.1, 0.4), "vertices": (4, 10), "max_turn": 90.0,
           "missing": (0.05, 0.2)}
 #: stroke attempts before giving up (never reached with the shipped parameters: see tests/operators)
 MAX_STROKES = 2000
@@ -145,7 +145,7 @@ def strokes_mask(size: int, seed: int, *, width, length, vertices, max_turn: flo
     2. strokes, one after another, until at least ``u`` of the pixels are missing. A stroke: start point
        uniform in the image, start direction uniform in [0, 2 pi), a width ``max(U[width] * size, 1)``
        pixels and ``U{vertices}`` segments (integers, both ends included); each segment first turns by
-       ``U[-max_turn, max_turn]`` radians, then runs ``U[length] * size`` pixels (the end point is clamped
+       ``U[-max_turn, max_turn]`` degrees, then runs ``U[length] * size`` pixels (the end point is clamped
        to the image); a pixel is covered when its centre lies within width / 2 of a segment (round caps
        and joints);
     3. a stroke that would push the missing fraction above ``missing[1]`` is dropped (its draws are
@@ -161,7 +161,8 @@ def strokes_mask(size: int, seed: int, *, width, length, vertices, max_turn: flo
     if missing[1] >= 1.0:
         raise ValueError(f"missing={list(missing)!r} is invalid: at least one pixel must stay known; "
                          "pass an upper end < 1, e.g. [0.2, 0.4]")
-    max_turn = check_float("max_turn", max_turn, 0.0, math.pi, "pass the largest turn in radians, e.g. 1.57")
+    max_turn = math.radians(check_float("max_turn", max_turn, 0.0, 180.0, "pass the largest turn in degrees, "
+                                                                               "e.g. 90"))
     gen = torch.Generator().manual_seed(int(seed))
 
     def uniform(lo: float, hi: float) -> float:
