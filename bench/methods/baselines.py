@@ -1,12 +1,12 @@
 """The seed tables' baseline (Liu, §5.2): "bicubic upscaling interpolation for super-resolution tasks,
 and the degraded image itself for other restoration tasks".
 
-Per task: ``sr4``/``sr4_bicubic``/``sr4_noisy`` -> bicubic upsampling (``torch.nn.functional.interpolate``,
-``mode="bicubic"``, ``align_corners=False``, Keys a=-0.75 as PyTorch/OpenCV) of the low-resolution picture;
-``deblur_*``/``denoise`` -> the blurred / noisy image; ``inpaint`` -> the masked image (missing pixels 0);
-``colorize`` -> the gray image replicated to RGB; ``lowlight`` -> the low-light input; ``deblur_gdp``
-(a valid convolution, y is 8 px smaller) -> the blurred picture edge-padded back in place
-(``Degradation.frame_image``). The output is
+Per task: ``sr4``/``sr4_bicubic``/``sr4_noisy``/``sr8`` -> bicubic upsampling
+(``torch.nn.functional.interpolate``, ``mode="bicubic"``, ``align_corners=False``, Keys a=-0.75 as
+PyTorch/OpenCV) of the low-resolution picture; ``deblur_*``/``denoise`` -> the blurred / noisy image;
+``inpaint``/``inpaint_*`` -> the masked image (missing pixels 0); ``colorize`` -> the gray image replicated to
+RGB; ``lowlight`` -> the low-light input; ``jpeg`` -> the decoded JPEG; ``deblur_gdp`` (a valid convolution,
+y is 8 px smaller) -> the blurred picture edge-padded back in place (``Degradation.frame_image``). The output is
 clamped to [0, 1]. It is deterministic and uses no generator.
 """
 

@@ -47,7 +47,7 @@ class Inpainting(SpectralOperator):
         self.mask_params = masks.resolve(mask_kind, mask_params)
         mask = masks.make_mask(mask_kind, size, self.seed, **self.mask_params).reshape(-1)  # CPU, True = kept
         self.n_missing = int((~mask).sum())
-        self.missing = self.mask_params["missing"] if mask_kind == "random" else self.n_missing / (size * size)
+        self.missing = float(self.mask_params["missing"]) if mask_kind == "random" else self.n_missing / (size * size)
         self.mask = mask.reshape(size, size).to(self.device)
         full = mask.repeat(channels)  # (C*H*W,) in (C, H, W) raster order
         perm = torch.cat([full.nonzero().squeeze(1), (~full).nonzero().squeeze(1)])
