@@ -86,11 +86,13 @@ class Degradation:
 
     def degrade(self, x: torch.Tensor | None, generators: list[torch.Generator],
                 low: torch.Tensor | None = None) -> torch.Tensor:
-        """y = A(x) + sigma z. For non-linear tasks with real paired/unpaired data (``low`` given), y is
-        that real measurement and no synthetic degradation or noise is applied."""
+        """y = A(x) + sigma z. For an operator that takes real inputs (``real_inputs``: LowLight) with real
+        paired/unpaired data (``low`` given), y is that real measurement and no synthetic degradation or
+        noise is applied; other tasks refuse such data."""
         if low is not None:
-            if self.linear:
-                raise ValueError(f"task {self.name!r} is linear but the dataset supplies real low-light "
+            if not getattr(self.operator, "real_inputs", False):
+                kind = "linear" if self.linear else "not low-light"
+                raise ValueError(f"task {self.name!r} is {kind} but the dataset supplies real low-light "
                                  "inputs; use task=lowlight with LOL data")
             return low
         if x is None:

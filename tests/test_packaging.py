@@ -176,4 +176,4 @@ def test_app_is_named_bench_and_help_lists_only_the_run_groups(monkeypatch, caps
 def test_completion_query_offers_the_config_groups(monkeypatch, capsys):
     """What the installed bash function asks the app (`bench -sc query=bash`), answered from conf/."""
     out = _main(monkeypatch, capsys, "-sc", "query=bash", env={"COMP_LINE": "bench task=sr", "COMP_POINT": "13"})
-    assert set(out.split()) == {"task=sr4", "task=sr4_bicubic", "task=sr4_noisy"}
+    assert set(out.split()) == {"task=sr4", "task=sr4_bicubic", "task=sr4_noisy", "task=sr8"}

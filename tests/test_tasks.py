@@ -34,7 +34,7 @@ def test_task_builds_degrades_and_pictures(name):
     y = deg.degrade(x, gens)
     pic = deg.measurement_image(y)
     assert pic.ndim == 4 and pic.shape[:2] == (2, 3)
-    assert deg.linear == task.linear == (name != "lowlight")
+    assert deg.linear == task.linear == (name not in ("lowlight", "jpeg"))
 
 
 @pytest.mark.parametrize("name", ["denoise", "sr4_noisy"])
@@ -63,6 +63,8 @@ def test_lowlight_uses_real_low_images_when_given():
     assert torch.equal(deg.degrade(None, [], low=low), low)
     x = torch.rand(1, 3, 12, 20)
     assert (deg.degrade(x, seeding.make_generators(0, ["a"], "degrade")) <= x + 1e-7).all()
+    with pytest.raises(ValueError, match="'jpeg' is not low-light.*task=lowlight"):  # not a JPEG measurement
+        load_task("jpeg").build((12, 20), "cpu").degrade(None, [], low=low)
 
 
 def test_image_seeds_are_stable_and_distinct():

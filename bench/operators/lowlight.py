@@ -21,6 +21,8 @@ class LowLight:
 
     linear = False
     name = "lowlight"
+    #: a dataset's real low-light photos (LOL) are this task's measurements (bench.tasks.Degradation.degrade)
+    real_inputs = True
 
     def __init__(
         self,
