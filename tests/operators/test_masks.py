@@ -62,14 +62,15 @@ def test_mask_is_a_function_of_size_seed_and_params(kind):
     assert op.M == 3 * int(a.sum())
 
 
-@pytest.mark.parametrize("kind", ["wide", "box"])
-def test_measurement_is_identical_across_batch_sizes(kind):
+@pytest.mark.parametrize("kind", sorted(MASKS))
+def test_measurement_is_identical_across_batch_sizes_and_pinv_keeps_the_kept_pixels(kind):
     op = Inpainting(3, 16, seed=2, mask_kind=kind)
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     y = op.A(x)
     for i in range(3):
         assert torch.equal(op.A(x[i:i + 1]), y[i:i + 1])
-    assert torch.equal(op.measurement_image(y), x * op.mask)
+    assert torch.equal(op.measurement_image(y), x * op.mask)  # pinv(A x): kept pixels exact, missing ones 0
+    assert torch.equal(op.image(op.pinv(y))[:, :, op.mask], x[:, :, op.mask])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available on this machine")
