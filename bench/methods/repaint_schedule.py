@@ -35,7 +35,7 @@ def jump_schedule(t_T: int = 250, jump_length: int = 10, jump_n_sample: int = 10
                   jump2_length: int = 1, jump2_n_sample: int = 1, jump3_length: int = 1, jump3_n_sample: int = 1,
                   start_resampling: int = NO_LIMIT) -> list[int]:
     """The RePaint time list (module docstring): indices t_T-1, ..., -1 with jumps back up."""
-    _positive_int("t_T", t_T, "method.steps=250 (official t_T)")
+    _positive_int("t_T", t_T, "steps=250 (official t_T)")
     _positive_int("jump_length", jump_length, "method.jump_length=10 (official)")
     _positive_int("jump_n_sample", jump_n_sample, "method.jump_n_sample=10 (official; 1 = no resampling)")
     _positive_int("n_sample", n_sample, "method.n_sample=1 (official)")

@@ -46,7 +46,8 @@ def test_official_default_has_2410_network_calls():
                                      ({"jump3_n_sample": -1}, "jump3_n_sample"),
                                      ({"start_resampling": "10"}, "start_resampling")])
 def test_schedule_refuses_bad_values(kw, key):
-    with pytest.raises(ValueError, match=rf"^repaint: {key}=.* is invalid: .*Fix: method\.{key if key != 't_T' else 'steps'}="):
+    fix = "steps" if key == "t_T" else f"method\\.{key}"
+    with pytest.raises(ValueError, match=rf"^repaint: {key}=.* is invalid: .*Fix: {fix}="):
         jump_schedule(**kw)
 
 
@@ -115,7 +116,7 @@ def test_task_support_and_validation():
 def test_yaml_official_budget_and_embedded_default():
     official = compose("method=repaint", "model=adm_imagenet256")
     assert official.steps == 250 and official.method.jump_length == 10 and official.method.jump_n_sample == 10
-    assert compose("method=repaint").steps == 20  # the embedded prior's default_steps: 110 NFE (conf/method/repaint.yaml)
+    assert compose("method=repaint").steps == 20  # the embedded prior's default_steps: 110 NFE (repaint.yaml)
     assert count_network_calls(jump_schedule(t_T=20)) == 110
 
 
