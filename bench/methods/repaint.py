@@ -40,6 +40,12 @@ Deliberate differences from the official code (docs/methods.md, "Where we differ
 4. All randomness comes from the per-image generators (x_T, then per reverse step z before z', per undo z);
    official draws from the global RNG in the same order.
 
+Measured (embedded 64-px prior, ``task=inpaint`` (25 % random pixels missing), the first 2 sample photos, PSNR dB;
+the masked input scores 11.99): t_T = 20 without jumps (20 NFE) 27.48; t_T = 20 with the official jumps 10 x 10
+(110 NFE, the default there) 27.55; t_T = 20, jumps 2 x 4 (74 NFE) 29.59; t_T = 50 without jumps (50 NFE) 28.25;
+t_T = 50, jumps 5 x 3 (140 NFE) 30.07. Jumps pay when their points cover the chain (the official 10 of 250 is 4 % of
+it; 10 of 20 leaves one jump point, at j = 0).
+
 Cost: NFE = the schedule's reverse steps (2,410 at the defaults; ``t_T + (jump_n_sample - 1) * jump_length *
 (number of jump points)`` without nested levels), no backprop; the undo steps cost no network call.
 """
