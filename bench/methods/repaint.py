@@ -44,7 +44,9 @@ Measured (embedded 64-px prior, ``task=inpaint`` (25 % random pixels missing), t
 the masked input scores 11.99): t_T = 20 without jumps (20 NFE) 27.48; t_T = 20 with the official jumps 10 x 10
 (110 NFE, the default there) 27.55; t_T = 20, jumps 2 x 4 (74 NFE) 29.59; t_T = 50 without jumps (50 NFE) 28.25;
 t_T = 50, jumps 5 x 3 (140 NFE) 30.07. Jumps pay when their points cover the chain (the official 10 of 250 is 4 % of
-it; 10 of 20 leaves one jump point, at j = 0).
+it; 10 of 20 leaves one jump point, at j = 0). All 8 sample photos (``python -m bench method=repaint task=inpaint``,
+input 12.67 dB / SSIM 0.276): the default 30.50 / 0.930 in 124 s of one CPU thread, ``method.jump_length=2
+method.jump_n_sample=4`` 31.75 / 0.944 in 87 s (user time of the whole command on a shared 2-core machine).
 
 Cost: NFE = the schedule's reverse steps (2,410 at the defaults; ``t_T + (jump_n_sample - 1) * jump_length *
 (number of jump points)`` without nested levels), no backprop; the undo steps cost no network call.
