@@ -61,25 +61,15 @@ from bench import seeding
 from bench.diffusion import eps_to_x0, padded_alphas_cumprod
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps
+from bench.methods.repaint_schedule import jump_schedule
 from bench.operators import Denoising, Inpainting
 from bench.tasks import Degradation, Task
 
 
 def repaint_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) -> list[int]:
-    """RePaint's ``get_schedule_jump`` (official DDNM copy): sampling indices from steps-1 down to -1, with
-    ``travel_repeat - 1`` jumps of ``travel_length`` up at every multiple of ``travel_length``."""
-    jumps = {j: travel_repeat - 1 for j in range(0, steps - travel_length, travel_length)}
-    t, ts = steps, []
-    while t >= 1:
-        t -= 1
-        ts.append(t)
-        if jumps.get(t, 0) > 0:
-            jumps[t] -= 1
-            for _ in range(travel_length):
-                t += 1
-                ts.append(t)
-    ts.append(-1)
-    return ts
+    """RePaint's ``get_schedule_jump`` (official DDNM copy, n_sample = 1): sampling indices from steps-1 down to
+    -1, with ``travel_repeat - 1`` jumps of ``travel_length`` up at every multiple of ``travel_length``."""
+    return jump_schedule(t_T=steps, jump_length=travel_length, jump_n_sample=travel_repeat)
 
 
 def ddnm_coefficients(s: Tensor, observed: Tensor, s_safe: Tensor, a: Tensor, sigma_s: Tensor,
