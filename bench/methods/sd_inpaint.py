@@ -5,7 +5,9 @@ Two paths (``method.mode``), both on Stable Diffusion parts (:mod:`bench.models.
 * ``pipeline`` (default): diffusers ``StableDiffusionInpaintPipeline`` with the inpainting fine-tune
   ``stable-diffusion-v1-5/stable-diffusion-inpainting`` (UNet input = [noisy latents 4, latent mask 1, latents of
   the masked image 4]), called with its own defaults: the checkpoint's scheduler (PNDM for SD 1.5), 50 steps,
-  guidance 7.5, eta 0, strength 1; the prompt is ``method.prompt`` ("" by default); per-image generators.
+  guidance 7.5, eta 0, strength 1; the prompt is ``method.prompt`` ("" by default); per-image generators. Given a
+  4-channel checkpoint the same pipeline runs diffusers' own built-in blending (replacement after each step with
+  the initial noise at the next timestep), which reproduces diffusers' 4-channel path.
 * ``blend``: latent blending on a plain text-to-image checkpoint (4-channel UNet), the survey's "legacy"
   approach, with optional RePaint jumps ("RePaint in latent space"): :func:`sample_latent_blend`.
 
@@ -213,13 +215,14 @@ class SDInpaint(Method):
             self.counter = CallCounter(unet=self.sd.unet, vae_encode=self.sd.vae.encoder, vae_decode=self.sd.vae.decoder)
 
     def check_parts(self, sd: SDParts) -> None:
-        want = 9 if self.mode == "pipeline" else 4
+        """pipeline: a 9-channel inpainting UNet, or a 4-channel one (diffusers' own built-in blending); blend: 4."""
         have = int(sd.unet.config.in_channels)
-        if have != want:
-            other = "blend" if have == 4 else "pipeline"
-            raise ValueError(f"sd_inpaint: mode={self.mode} needs a {want}-channel UNet but {sd.origin} has {have} "
-                             f"input channels. Fix: method.mode={other}, or weights of a "
-                             f"{'inpainting' if want == 9 else 'text-to-image'} checkpoint (e.g. {DEFAULT_SOURCES[self.mode]})")
+        allowed = (9, 4) if self.mode == "pipeline" else (4,)
+        if have not in allowed:
+            raise ValueError(f"sd_inpaint: mode={self.mode} needs a UNet with {' or '.join(map(str, allowed))} input "
+                             f"channels but {sd.origin} has {have}. Fix: method.mode=pipeline (9-channel inpainting "
+                             f"checkpoints such as {DEFAULT_SOURCES['pipeline']}), or the weights of a text-to-image "
+                             f"checkpoint (e.g. {DEFAULT_SOURCES['blend']})")
         pred = sd.scheduler_config.get("prediction_type", "epsilon")
         if pred not in ("epsilon", "v_prediction"):
             raise ValueError(f"sd_inpaint: {sd.origin} has prediction_type={pred!r}; supported: epsilon, v_prediction")

@@ -62,8 +62,8 @@ def dirs(tmp_path_factory):
     return {"pipeline": tiny_sd(root / "inpaint9", 9), "blend": tiny_sd(root / "t2i4", 4)}
 
 
-def method(dirs, mode: str, steps: int = 3, **kw) -> SDInpaint:
-    m = SDInpaint(steps=steps, mode=mode, weights={"local_dir": str(dirs[mode])}, **kw)
+def method(dirs, mode: str, steps: int = 3, parts: str | None = None, **kw) -> SDInpaint:
+    m = SDInpaint(steps=steps, mode=mode, weights={"local_dir": str(dirs[parts or mode])}, **kw)
     m.setup(torch.device("cpu"))
     return m
 
@@ -104,9 +104,10 @@ def test_cli_run_on_tiny_weights(dirs, tmp_path, monkeypatch, mode, extra, nfe):
 
 
 # ------------------------------------------------------------------------------------------------ behaviour
-@pytest.mark.parametrize("mode", ["pipeline", "blend"])
-def test_known_pixels_reproducibility_and_batch_independence(dirs, mode):
-    m = method(dirs, mode)
+@pytest.mark.parametrize("mode, parts", [("pipeline", "pipeline"), ("blend", "blend"),
+                                         ("pipeline", "blend")])  # the last: diffusers' own 4-channel blending
+def test_known_pixels_reproducibility_and_batch_independence(dirs, mode, parts):
+    m = method(dirs, mode, parts=parts)
     deg = box_task(24)  # 24 px -> 32 px model side and back
     x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     y = deg.degrade(x, gens(0, 1))
@@ -199,8 +200,8 @@ def test_only_inpainting_tasks():
 
 # ------------------------------------------------------------------------------------------- loading, errors
 def test_wrong_checkpoint_kind(dirs):
-    with pytest.raises(ValueError, match="mode=pipeline needs a 9-channel UNet.*Fix: method.mode=blend"):
-        SDInpaint(mode="pipeline", weights={"local_dir": str(dirs["blend"])}).setup(torch.device("cpu"))
+    with pytest.raises(ValueError, match="mode=blend needs a UNet with 4 input channels but .* has 9"):
+        SDInpaint(mode="blend", weights={"local_dir": str(dirs["pipeline"])}).setup(torch.device("cpu"))
 
 
 def test_unpinned_hub_revision_is_refused(tmp_path, monkeypatch):
