@@ -14,7 +14,8 @@ import torch
 pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[sd]'): sd_inpaint needs "
                                            "the CLIP text encoder and tokenizer")
 
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel  # noqa: E402
+from diffusers import (  # noqa: E402
+    AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel)
 from PIL import Image  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
@@ -72,14 +73,9 @@ def gens(*seeds: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-def box_task(size: int = 24) -> Degradation:
-    """A random-pixel inpainting operator whose mask is then set to a centre box plus random holes."""
-    op = Inpainting(3, size, seed=1, missing=0.0)
-    keep = torch.ones(size, size, dtype=torch.bool)
-    keep[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = False
-    op.mask = keep  # the restore path reads only .mask and the masked picture
-    deg = Degradation(Task("inpaint_box", 1, Inpainting), op, 0.0)
-    return deg
+def inpaint_task(size: int) -> Degradation:
+    """The ``inpaint`` operator (25% random pixels missing) at ``size`` px."""
+    return Degradation(Task("inpaint", 1, Inpainting), Inpainting(3, size, seed=1, missing=0.25), 0.0)
 
 
 # ------------------------------------------------------------------------------------------- the real run path
@@ -108,7 +104,7 @@ def test_cli_run_on_tiny_weights(dirs, tmp_path, monkeypatch, mode, extra, nfe):
                                          ("pipeline", "blend")])  # the last: diffusers' own 4-channel blending
 def test_known_pixels_reproducibility_and_batch_independence(dirs, mode, parts):
     m = method(dirs, mode, parts=parts)
-    deg = box_task(24)  # 24 px -> 32 px model side and back
+    deg = inpaint_task(24)  # 24 px -> 32 px model side and back
     x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     y = deg.degrade(x, gens(0, 1))
     a = m.restore(y, deg, gens(5, 6))
@@ -127,13 +123,31 @@ def test_known_pixels_reproducibility_and_batch_independence(dirs, mode, parts):
     assert not torch.equal(r[:, :, keep], x[:, :, keep])  # the VAE round trip does not keep them
 
 
+def test_pipeline_path_equals_a_direct_pipeline_call(dirs):
+    """At the model's own size, unpasted: our output is diffusers' pipeline called by hand with the hole mask
+    (1 = repaint), the picture with grey holes, the empty prompt, guidance 7.5 and the image's generator."""
+    m = method(dirs, "pipeline", paste_known=False)
+    deg = inpaint_task(32)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    ours = m.restore(deg.degrade(x, gens(0)), deg, gens(11))
+    sd = m.sd
+    pipe = StableDiffusionInpaintPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=sd.unet,
+                                          scheduler=PNDMScheduler.from_config(SD_SCHEDULER), safety_checker=None,
+                                          feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    hole = (~deg.operator.mask).float()[None, None]
+    ref = pipe(prompt=[""], image=x * (1 - hole) + 0.5 * hole, mask_image=hole, height=32, width=32,
+               num_inference_steps=3, generator=gens(11), output_type="pt").images
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
 def test_blend_schedule_injection_and_nfe(dirs):
     """The UNet sees exactly the RePaint time list's descending steps, mapped to the checkpoint's timesteps."""
     m = method(dirs, "blend", steps=4, jump_length=2, jump_n_sample=3, guidance_scale=1.0)
     seen = []
     hook = m.sd.unet.register_forward_pre_hook(lambda mod, args, kw: seen.append(int(args[1][0])), with_kwargs=True)
     try:
-        deg = box_task(32)
+        deg = inpaint_task(32)
         y = deg.degrade(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)), gens(0))
         m.restore(y, deg, gens(3))
     finally:
