@@ -43,6 +43,7 @@ OFFICIAL = {
     ("dgp", "lr_z"): _DGP_OFFICIAL_LR_Z, ("dgp", "lr_g"): _DGP_OFFICIAL_LR_G,
     ("dgp", "mse_weight"): [1.0, 10.0, 50.0, 100.0], ("dgp", "nll_weight"): [0.02],
     ("srldm", "eta"): [0.0, 1.0],
+    ("sd_inpaint", "guidance_scale"): [7.5], ("sd_inpaint", "eta"): [0.0, 1.0],  # diffusers' defaults; RePaint ~ DDPM
 }
 
 _COMPOSED: dict = {}
