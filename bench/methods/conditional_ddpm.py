@@ -12,7 +12,7 @@ Palette: abar_j) and, for Palette's inpainting, ``y0`` the known pixels and ``ke
         (Palette inpainting: x = keep * y0 + (1 - keep) * x)
 
 Respacing (``steps`` < T): the K kept steps are guided-diffusion's ``space_timesteps(T, [K])`` (evenly spaced,
-rounded; :func:`bench.diffusion.respaced_schedule`), the betas become ``1 - abar_{t_j} / abar_{t_{j-1}}`` so the
+rounded; :func:`bench.diffusion.space_timesteps`), the betas become ``1 - abar_{t_j} / abar_{t_{j-1}}`` so the
 K-step chain has exactly the marginals abar_{t_j} of the T-step one, and the net is called with the *exact*
 continuous noise level of t_j (no rounding to an integer step: these nets never see step indices). With K = T
 the tables are the official ones (same float64 computation, cast to float32).
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from bench import seeding
-from bench.diffusion import RespacedSchedule, alphas_cumprod, respaced_schedule
+from bench.diffusion import RespacedSchedule, alphas_cumprod, timesteps
 from bench.methods.base import Method
 from bench.methods.prior_method import check_steps
 from bench.models.conditional import MODEL_HINTS, ConditionalDDPM, load_conditional
@@ -49,13 +49,29 @@ class ConditionalSchedule:
 
 
 def conditional_schedule(betas: Tensor, steps: int, noise_level: str, device) -> ConditionalSchedule:
-    """Tables for ``steps`` respaced steps of the T-step ``betas`` (module docstring); ``steps = T``: all."""
+    """Tables for ``steps`` respaced steps of the T-step ``betas`` (module docstring); ``steps = T``: all.
+
+    Computed in float64 from the kept ``abar`` directly (``alpha'_j = abar_j / abar_{j-1}``), not from the
+    cumulative product of the respaced betas: with few steps ``beta'`` rounds to 1 (Palette's test schedule
+    ends at abar = 7e-21) and that product would be 0. The posterior log-variance is clipped at 1e-20 as
+    upstream (it only matters at j = 0, where no noise is added)."""
     if noise_level not in NOISE_LEVELS:
         raise ValueError(f"noise_level={noise_level!r}; allowed: {', '.join(NOISE_LEVELS)}")
-    tables = respaced_schedule(betas, steps, device)
-    abar = alphas_cumprod(betas.to(torch.float64).cpu())[tables.timesteps.cpu()]
+    kept = timesteps(steps, int(betas.numel()), kind="respaced")
+    abar = alphas_cumprod(betas.to(torch.float64).cpu())[kept]
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    alpha = abar / abar_prev
+    beta = 1 - alpha
+    post_var = beta * (1 - abar_prev) / (1 - abar)
+    log_beta = torch.log(beta)
+    tables = dict(sqrt_recip_abar=(1 / abar).sqrt(), sqrt_recipm1_abar=(1 / abar - 1).sqrt(),
+                  coef1=beta * abar_prev.sqrt() / (1 - abar), coef2=(1 - abar_prev) * alpha.sqrt() / (1 - abar),
+                  log_var_min=post_var.clamp_min(1e-20).log(), log_var_max=log_beta, log_var_large=log_beta)
     gamma = abar.sqrt() if noise_level == "sqrt_abar" else abar
-    return ConditionalSchedule(tables, gamma.to(device=device, dtype=torch.float32))
+    return ConditionalSchedule(
+        RespacedSchedule(torch.tensor(kept, dtype=torch.long, device=device),
+                         **{k: v.to(device=device, dtype=torch.float32) for k, v in tables.items()}),
+        gamma.to(device=device, dtype=torch.float32))
 
 
 def p_sample(net: nn.Module, x: Tensor, c: Tensor, sched: ConditionalSchedule, j: int, z: Tensor | None,
