@@ -30,7 +30,7 @@ from bench import seeding
 from bench.diffusion import RespacedSchedule, alphas_cumprod, timesteps
 from bench.methods.base import Method
 from bench.methods.prior_method import check_steps
-from bench.models.conditional import MODEL_HINTS, ConditionalDDPM, load_conditional
+from bench.models.conditional import ConditionalDDPM, check_kind, load_conditional
 from bench.models.prior import to_plain
 
 NOISE_LEVELS = ("sqrt_abar", "abar")
@@ -118,10 +118,7 @@ class ConditionalDDPMMethod(Method):
     def __init__(self, model: Mapping, steps: int | None = None, clip_denoised: bool = True):
         super().__init__()
         self.model_cfg = to_plain(model)
-        if self.model_cfg.get("kind") != self.kind:  # fail at construction, before any data is read
-            raise ValueError(
-                f"method {self.kind} needs a model of kind {self.kind!r}; model {self.model_cfg.get('name')!r} "
-                f"has kind {self.model_cfg.get('kind')!r}. Fix: model={MODEL_HINTS[self.kind]}")
+        check_kind(self.model_cfg, self.kind)  # at construction, before any data is read
         T = int(self.model_cfg.get("schedule", {}).get("n_timestep") or 0)
         self.steps = check_steps(self.kind, steps, allow_none=True, maximum=T or None,
                                  fix=f"steps=null (all {T} steps, official) or a smaller count, e.g. steps=100")

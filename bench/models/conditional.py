@@ -119,13 +119,18 @@ def _weights(net: nn.Module, model: dict) -> dict:
             "init_seed": None, "meaningful": True}
 
 
+def check_kind(model: Mapping, kind: str) -> None:
+    """A ValueError naming the fix unless ``model`` is a ``kind`` (sr3 | palette) model config."""
+    if model.get("kind") != kind:
+        raise ValueError(f"method {kind} needs a model of kind {kind!r}; model {model.get('name')!r} has kind "
+                         f"{model.get('kind')!r}. Fix: model={MODEL_HINTS[kind]}")
+
+
 def load_conditional(model: Mapping, device: torch.device | str, kind: str) -> ConditionalDDPM:
     """Build the ``kind`` (sr3 | palette) network of a resolved model config on ``device`` and load its weights."""
     model = to_plain(model)
-    name = model.get("name", "?")
-    if model.get("kind") != kind:
-        raise ValueError(f"method {kind} needs a model of kind {kind!r}; model {name!r} has kind "
-                         f"{model.get('kind')!r}. Fix: model={MODEL_HINTS[kind]}")
+    check_kind(model, kind)
+    name = model["name"]
     for key in ("arch", "schedule", "image_size"):
         if key not in model:
             raise ValueError(f"model {name!r}: missing key {key!r} (see conf/model/{kind}_tiny.yaml)")

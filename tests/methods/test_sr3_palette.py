@@ -243,3 +243,14 @@ def test_cli_tiny_run_with_a_checkpoint_file(tmp_path, method, model, task_name,
                                  "run.progress=false", "run.device=cpu"])
     assert len(list((run_dir / "images").glob("*.png"))) == 1
     assert re.search(r"nfe_per_image\s*: 2\.0\n", out.getvalue()), out.getvalue()
+
+
+def test_auto_batch_probe_calls_the_conditional_net():
+    from bench.batching import probe_target
+
+    m = SR3(model_cfg("sr3_tiny"), steps=2)
+    m.setup(torch.device("cpu"))
+    call, shape, backprop = probe_target(m, 32)
+    assert shape == (6, 32, 32) and not backprop
+    with torch.no_grad():
+        assert call(torch.zeros(2, *shape)).shape == (2, 3, 32, 32)
