@@ -12,8 +12,8 @@ Training step (Janspiry ``GaussianDiffusion.p_losses``; the noise level is conti
 AdamW with linear warm-up and an EMA of the weights as :mod:`bench.train.adm` (shared helpers in
 :mod:`bench.train.common`). Outputs: ``<priors_dir>/<name>.safetensors`` (EMA weights, fp16, the UNet's own
 state dict, which :func:`bench.models.conditional.load_conditional` loads strictly), ``<name>_loss.png`` and
-``<model_conf_dir>/<name>.yaml`` (a ``kind: sr3`` model entry); the model card is written by hand after the
-evaluation against bicubic (bench/priors/<name>.md).
+``<model_conf_dir>/<name>.yaml`` (a ``kind: sr3`` model entry). Weights ship (with a hand-written card,
+bench/priors/<name>.md) only if they beat bicubic on ``dataset=sample``; the CPU run did not (docs/methods.md).
 """
 
 from __future__ import annotations
