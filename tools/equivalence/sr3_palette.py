@@ -185,7 +185,8 @@ def main(argv: list[str]) -> int:
     results.update(check_layouts(sr3_dir, palette_dir))
     width = max(map(len, results))
     for name, diff in results.items():
-        print(f"{name:<{width}}  max |diff| = {diff:.3e}  {'ok' if diff <= TOL else 'FAIL'}")
+        what = f"differing entries = {int(diff)}" if "layout" in name else f"max |diff| = {diff:.3e}"
+        print(f"{name:<{width}}  {what}  {'ok' if diff <= TOL else 'FAIL'}")
     bad = [k for k, v in results.items() if not v <= TOL]
     print(f"{'FAIL' if bad else 'OK'}: {len(results) - len(bad)}/{len(results)} within {TOL:g}")
     return 1 if bad else 0
