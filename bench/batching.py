@@ -114,6 +114,11 @@ def probe_target(method, image_size: int):
             out = unet(x, torch.tensor(500, device=x.device))
             return out.sample if hasattr(out, "sample") else out
         return call, (int(unet.config.in_channels), lat, lat), backprop
+    ddpm = getattr(method, "ddpm", None)  # SR3 / Palette (bench/models/conditional.py): net(cat[c, x_t], gamma)
+    if ddpm is not None and hasattr(ddpm, "net"):
+        def call(x: Tensor) -> Tensor:
+            return ddpm.net(x, torch.full((x.shape[0],), 0.5, device=x.device))
+        return call, (int(ddpm.info["arch"]["in_channel"]), image_size, image_size), backprop
     return None
 
 

@@ -216,7 +216,11 @@ class ADMUNet(nn.Module):
             if y.shape != (x.shape[0],):
                 raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
             emb = emb + self.label_emb(y)
+        return self.forward_embedded(x, emb)
 
+    def forward_embedded(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The network after the conditioning embedding ``emb`` (B, 4 * model_channels): torso and head
+        (shared with :class:`bench.models.palette_unet.PaletteUNet`, which embeds a noise level instead)."""
         if self._torso_fp16:
             h = self._torso(x.half(), emb)
         elif self.autocast_dtype is not None and x.device.type == "cuda":

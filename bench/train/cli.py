@@ -1,6 +1,6 @@
 """``python -m bench.train``: train the small embedded priors that ship in ``bench/priors/``.
 
-Three trainers, one Hydra app (configs in ``bench/train/conf/``, apart from the main app's ``conf/`` so that
+Four trainers, one Hydra app (configs in ``bench/train/conf/``, apart from the main app's ``conf/`` so that
 ``python -m bench --help`` does not list them; the config's ``_target_`` names the typed config class,
 whose ``.train()`` runs it)::
 
@@ -8,6 +8,7 @@ whose ``.train()`` runs it)::
     python -m bench.train steps=20 name=speedtest           # any field can be overridden
     python -m bench.train --config-name ldm_sr              # latent SR model (bench/train/ldm.py)
     python -m bench.train --config-name gan64               # DGP's BigGAN-deep generator (bench/train/gan.py)
+    python -m bench.train --config-name sr3_64              # a small SR3 for sr4 (bench/train/sr3.py)
 
 This package is tooling: it imports the runtime (``bench.models``, ``bench.diffusion`` ...), never the reverse.
 """

@@ -19,7 +19,7 @@ from tests.conftest import CONF_DIR, REPO
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 #: methods without hyper-parameters: the only ones allowed to have no space
-WITHOUT_SPACE = {"bicubic", "zero_dce", "repaint"}  # repaint: only budget knobs (its jump schedule sets the NFE)
+WITHOUT_SPACE = {"bicubic", "zero_dce", "repaint", "sr3", "palette"}  # repaint: only budget knobs (its jump schedule sets the NFE); sr3/palette: only steps and clip_denoised
 SPACED = [m for m in METHODS if m not in WITHOUT_SPACE]
 #: knobs that set the budget (NFE, iterations, candidates) or the cell (prior, variant): never searched
 BUDGET_OR_IDENTITY = {"_target_", "name", "model", "steps", "iterations", "candidates", "candidate_batch", "stages",
