@@ -235,7 +235,7 @@ class LDG(PriorMethod):
             "perceptual_loss": "LPIPS-VGG(F_Phi(x0), y)" if self.perceptual else None, "distance": self.distance,
             "degradation": self.degradation or "affine (linear tasks) / conv (non-linear)",
             "degradation_models": {"affine": "g*V(Hx) + M, per-channel g, M",
-                                   "conv": "g*x + M + W2*relu(W1*x + b1) + b2, 3x3, 16 hidden, replicate pad"},
+                                   "conv": "g*(z + W2*relu(W1*z + b1) + b2) + M, 3x3, 16 hidden, replicate pad"},
             "gain_init": self.gain_init if self.gain_init is not None else "1 (linear) / N(0,1)/100 (non-linear)",
             "view": self.view or "GDP's official view per task, else measurement picture if full size",
             "variance": self.variance_rule or (self.variance or "prior's rule"),

@@ -7,12 +7,14 @@ depend on the other images of its batch.
 
 * ``affine``: ``N_Phi(z) = g * z + m`` with a per-channel gain g and offset m, both (B, C, 1, 1)
   (6 values per RGB image): Hu's ``H x + M`` with H the task's known operator and M a constant offset.
-* ``conv``: the affine map plus a two-layer convolutional residual
-  ``W2 * relu(W1 * z + b1) + b2``: W1 3x3, C -> ``hidden`` (16), W2 3x3, hidden -> C, replicate
+* ``conv``: ``N_Phi(z) = g * (z + R(z)) + m`` with a two-layer convolutional residual
+  ``R(z) = W2 * relu(W1 * z + b1) + b2``: W1 3x3, C -> ``hidden`` (16), W2 3x3, hidden -> C, replicate
   padding, 5x5 receptive field (883 + 6 values per RGB image). W1 is Kaiming-normal from the image's
   generator (std sqrt(2 / (9 C))), b1, W2, b2 are zero, so at the start N_Phi is the affine map and the
   residual grows as Phi is fitted (it can express pixel-wise curves such as low-light's gamma and local
-  effects such as JPEG's 8x8 blocking, which the affine map cannot).
+  effects such as JPEG's 8x8 blocking, which the affine map cannot). Inside the gain, R's gradient
+  carries the factor g: while g is small (the random start) R moves slowly, which keeps plain SGD stable.
+* ``learn_offset=False`` keeps m at 0 (not learned).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bench.api import compose
-from bench.methods import diffpir, dps, gdp, red_diff
+from bench.methods import diffpir, dps, gdp, ldg, red_diff
 from bench.tune.space import Param, SpaceError, overrides, parse_space, suggest
 from tests.conftest import CONF_DIR, REPO
 
@@ -43,6 +43,7 @@ OFFICIAL = {
     ("dgp", "lr_z"): _DGP_OFFICIAL_LR_Z, ("dgp", "lr_g"): _DGP_OFFICIAL_LR_G,
     ("dgp", "mse_weight"): [1.0, 10.0, 50.0, 100.0], ("dgp", "nll_weight"): [0.02],
     ("srldm", "eta"): [0.0, 1.0],
+    ("ldg", "scale"): [1.0], ("ldg", "lr"): [*ldg.DEFAULT_LR.values()],  # no official code: our defaults
 }
 
 _COMPOSED: dict = {}
