@@ -45,23 +45,18 @@ def _grouped_conv(z: Tensor, w: Tensor, b: Tensor) -> Tensor:
 class LearnedDegradation:
     """N_Phi for a batch: ``kind`` (:data:`KINDS`), one parameter set per image.
 
-    ``gain`` is the initial gain: a number, or None for a random one, ``N(0, 1) / 100`` from each image's
-    generator (the proposal's "randomly initialized Phi"; official GDP's low-light ``randn(1) / 100``).
+    ``gain`` is the initial gain (every channel); the conv residual's W1 is drawn from each image's generator.
     """
 
     def __init__(self, kind: str, channels: int, generators: list[torch.Generator], device,
-                 gain: float | None = 1.0, learn_offset: bool = True, hidden: int = 16):
+                 gain: float = 1.0, learn_offset: bool = True, hidden: int = 16):
         if kind not in KINDS:
             raise ValueError(f"degradation model {kind!r} is invalid; allowed: {', '.join(KINDS)}")
         B, C = len(generators), channels
         self.kind = kind
         #: names of the parameters that are learned (the offset stays 0 when ``learn_offset`` is false)
         self.learned = ["gain"] + (["offset"] if learn_offset else [])
-        if gain is None:
-            g = seeding.randn(generators, (C, 1, 1), device) / 100
-        else:
-            g = torch.full((B, C, 1, 1), float(gain), device=device)
-        self.params: dict[str, Tensor] = {"gain": g, "offset": torch.zeros(B, C, 1, 1, device=device)}
+        self.params: dict[str, Tensor] = {"gain": torch.full((B, C, 1, 1), float(gain), device=device), "offset": torch.zeros(B, C, 1, 1, device=device)}
         if kind == "conv":
             w1 = seeding.randn(generators, (hidden, C, 3, 3), device) * math.sqrt(2.0 / (9 * C))
             self.params.update(w1=w1, b1=torch.zeros(B, hidden, device=device),

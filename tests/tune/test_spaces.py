@@ -43,7 +43,8 @@ OFFICIAL = {
     ("dgp", "lr_z"): _DGP_OFFICIAL_LR_Z, ("dgp", "lr_g"): _DGP_OFFICIAL_LR_G,
     ("dgp", "mse_weight"): [1.0, 10.0, 50.0, 100.0], ("dgp", "nll_weight"): [0.02],
     ("srldm", "eta"): [0.0, 1.0],
-    ("ldg", "scale"): [1.0], ("ldg", "lr"): [*ldg.DEFAULT_LR.values()],  # no official code: our defaults
+    ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
+    ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
 }
 
 _COMPOSED: dict = {}
