@@ -20,30 +20,34 @@ Choices (the proposal leaves them open, or its formulas disagree with its text):
 
 * F_Phi. Linear tasks: ``H x + M`` with H the task's operator seen through GDP's guidance view V
   (:func:`bench.methods.gdp.official_view`: ``pinv(A x)`` for sr / inpaint, the measurement picture for
-  deblur / colorize / denoise), then the learnable ``affine`` N_Phi: per-channel gain g (init 1: H is
-  known) and offset M (init 0). Non-linear or unknown tasks (``lowlight``, ``jpeg``): V = identity and
-  the ``conv`` N_Phi, ``g * (z + conv residual)`` (ldg_models.py; W1 random from the image's generator,
-  the proposal's randomly initialised Phi), g starting at 0.01 (GDP's low-light factor is ``randn/100``;
-  a random per-channel start can be negative and inverts that channel early: lowlight, 6 validation
-  photos, 20 steps, 14.82 dB with a random start vs 16.04 with 0.01): at first F_Phi ~ 0, x is barely
-  guided while g takes up the exposure. The offset stays 0 there (``offset: null``): fitted together
-  with g on the early, nearly flat x0 it absorbs mean(y), g stays ~0 and the guidance vanishes
-  (2 validation photos: affine 10.96 dB with the offset, 11.81 without). ``degradation``,
-  ``gain_init`` and ``offset`` override these. Phi is per image (batch independent), fresh per image.
+  deblur / colorize / denoise), then the learnable ``affine`` N_Phi: per-channel gain g and offset M
+  (init 0). Non-linear or unknown tasks (``lowlight``, ``jpeg``): V = identity and the ``conv`` N_Phi,
+  ``g * (z + conv residual)`` (ldg_models.py; W1 random from the image's generator, the proposal's
+  randomly initialised Phi), offset fixed at 0 (``offset: null``: fitted together with g on the early,
+  nearly flat x0 it absorbs mean(y), g stays ~0 and the guidance vanishes; lowlight, 2 validation
+  photos, 20 steps: affine 10.96 dB with the offset, 11.81 without). Gain start (``gain_init: null``):
+  1 where the degradation is near the identity (linear tasks: H is known; ``jpeg`` and any other
+  non-linear task), 0.01 for the exposure tasks (:data:`EXPOSURE_TASKS`: ``lowlight``; GDP's low-light
+  factor starts at ``randn/100``; a random per-channel start can be negative and inverts that channel:
+  6 validation photos, 14.82 dB with GDP's random start vs 16.04 with 0.01): F_Phi ~ 0 at first, x is
+  barely guided while g takes up the exposure. ``degradation``, ``gain_init`` and ``offset`` override
+  these. Phi is per image (batch independent), fresh for every image.
 * L_fid = MSE, a mean over the picture's n values (GDP's official ``mse``; ``distance=ssim`` = 1 - SSIM).
   L_perc (optional, ``perceptual`` = lambda2, default 0) = LPIPS-VGG(F_Phi(x0), y): the proposal names
   VGG-16 but gives L_perc only x0 as argument; a no-reference VGG loss is not defined, so we use the
   usual full-reference VGG feature distance in the degraded space. Needs the VGG-16 weights from the
   asset cache (bench/metrics/lpips.py); missing weights are a clear error when it is asked for.
 * Phi step: plain gradient step (Algorithm 1 line 7, ``optimizer=sgd``; ``adam`` as an option) on the
-  per-value mean loss, ``lr: null`` = 0.05 on linear tasks and 1.0 on non-linear ones (official GDP's
-  low-light step is 1 on the same mean). Linear: H is known and Phi starts at it; fitted fast on the
-  early, clipped high-contrast x0, g drifts to ~0.7 and the guidance then over-brightens x (sr4, 2
-  validation photos, 20 steps: 17.1 dB with eta = 0.5, 21.15 with 0.05, 21.49 with Phi frozen; bicubic
-  22.06). Non-linear: g must travel from ~0 to the exposure (~0.1 for ``lowlight``) within few steps
-  (6 validation photos, s = 100: 16.04 dB with eta = 1, 12.60 with 2; 13.47 with 0.5 at s = 40).
-  The conv residual sits inside the gain, so its gradient carries the factor g and plain SGD stays
-  stable. ``phi_steps`` Phi steps per diffusion step (default 1 = Algorithm 1).
+  per-value mean loss; ``lr: null`` = 0.05 near the identity, 1.0 for exposure tasks (official GDP's
+  low-light step is 1 on the same mean). Near the identity Phi starts right; fitted fast on the early,
+  clipped high-contrast x0, g drifts to ~0.5-0.7 and the guidance then over-brightens x (sr4, 2
+  validation photos, 20 steps: 17.1 dB with eta = 0.5, 21.15 with 0.05, 21.49 with Phi frozen, bicubic
+  22.06; jpeg (quality 10, 4 validation photos, input 22.88): 15.94 dB with eta = 1, 22.08 with 0.05,
+  23.12 frozen). Exposure: g must travel from 0.01 to ~0.1 within few steps (6 validation photos,
+  s = 100: 16.04 dB with eta = 1, 12.60 with 2; at s = 40 14.56 with 1, 13.47 with 0.5). The conv
+  residual sits inside the gain and is scaled by 1/sqrt(9 x 16) (ldg_models.py), so plain SGD at
+  these rates stays stable (unscaled, jpeg's Phi diverged to NaN at eta = 1).
+  ``phi_steps`` Phi steps per diffusion step (default 1 = Algorithm 1).
 * Guided step (line 8): on x_{0|t}, as the proposal says ("the conditional signal y can be instead
   conducted on x_{0|t}"), the gradient does not go through the prior (``backprop_through_prior =
   False``), and it is added to mu_t with a MINUS sign: line 8 writes ``+ s grad L_total``, which raises the
@@ -52,10 +56,10 @@ Choices (the proposal leaves them open, or its formulas disagree with its text):
   g = 1 and a projection view, each step moves x0 by -s r in [-1, 1] units (r the [0, 1] residual), i.e.
   s = 2 would remove the residual of x0 at once. In general the step is -s g (F - y): it carries g, and
   the residual itself g times the error in x, so the correction per step is ~ s g^2. ``scale: null`` =
-  1 on linear tasks (g ~ 1: half the residual per step; sr4, 2 validation photos: 21.30 / 21.15 /
-  20.61 dB at s = 0.5 / 1 / 2) and 100 on non-linear ones (g ~ 0.1 for ``lowlight``, so s g^2 ~ 1 as
-  well; 6 validation photos: 12.85 / 14.56 / 16.04 / 11.54 dB at s = 10 / 40 / 100 / 300; GDP-x0 on the
-  same photos 15.79). Line 8 uses grad of the
+  1 near the identity (g ~ 1: half the residual per step; sr4, 2 validation photos: 21.30 / 21.15 /
+  20.61 dB at s = 0.5 / 1 / 2) and 100 for exposure tasks (g ~ 0.1 for ``lowlight``, so s g^2 ~ 1 as
+  well; 6 validation photos: 12.85 / 14.56 / 16.04 / 11.54 dB at s = 10 / 40 / 100 / 300, 16.61 with
+  the final conv scaling; GDP-x0 on the same photos 15.79; s = 100 on jpeg, where g ~ 1: 5.7 dB). Line 8 uses grad of the
   same L_total as line 7 (computed with Phi before its update; one forward and backward for both).
   No rescaling with the step count: each respaced step is one gradient step (the proposal has none).
 * Sampler: the proposal's DDPM ancestral step eq. (4) on the prior's schedule respaced to ``steps``
@@ -82,9 +86,18 @@ from bench.methods.prior_method import PriorMethod, check_choice, check_number, 
 from bench.tasks import Degradation
 
 
-#: the defaults of ``scale``, ``lr`` and ``gain_init`` left null, by task kind (module docstring)
-DEFAULTS = {"linear": {"scale": 1.0, "lr": 0.05, "gain_init": 1.0},
-            "non-linear": {"scale": 100.0, "lr": 1.0, "gain_init": 0.01}}
+#: the defaults of ``scale``, ``lr`` and ``gain_init`` left null (module docstring): degradations near the
+#: identity (every linear task through its known operator, ``jpeg`` and other non-linear tasks) and the
+#: exposure tasks, whose F_Phi starts far from the identity (:data:`EXPOSURE_TASKS`)
+DEFAULTS = {"near_identity": {"scale": 1.0, "lr": 0.05, "gain_init": 1.0},
+            "exposure": {"scale": 100.0, "lr": 1.0, "gain_init": 0.01}}
+#: task-name prefixes that take the ``exposure`` defaults
+EXPOSURE_TASKS = ("lowlight",)
+
+
+def task_defaults(task_name: str) -> dict:
+    """The ``scale`` / ``lr`` / ``gain_init`` defaults of a task (:data:`DEFAULTS`)."""
+    return DEFAULTS["exposure" if task_name.startswith(EXPOSURE_TASKS) else "near_identity"]
 
 
 class LearnedGuidance:
@@ -208,7 +221,7 @@ class LDG(PriorMethod):
         known, target = self.known_part(degradation, y, image_hw)
         kind = self.degradation or ("affine" if degradation.linear else "conv")
         linear = degradation.linear
-        default = DEFAULTS["linear" if linear else "non-linear"]
+        default = task_defaults(degradation.task.name)
         gain = self.gain_init if self.gain_init is not None else default["gain_init"]
         offset = self.offset if self.offset is not None else linear
         model = LearnedDegradation(kind, target.shape[1], generators, self.device, gain, offset)
@@ -237,17 +250,17 @@ class LDG(PriorMethod):
     def describe(self) -> dict:
         return {
             "name": self.name, "algorithm": "Hu's learned-degradation guidance (Algorithm 1), guidance on x_{0|t}",
-            "steps": self.steps, "nfe": self.steps, "defaults_by_task_kind": DEFAULTS,
-            "scale": self.scale if self.scale is not None else "by task kind",
+            "steps": self.steps, "nfe": self.steps, "defaults": {**DEFAULTS, "exposure_tasks": list(EXPOSURE_TASKS)},
+            "scale": self.scale if self.scale is not None else "by task (defaults)",
             "scale_rule": "mu_t - s * grad_{x0} of sum-over-values L_total per step (no step/size rescaling)",
-            "lr": self.lr if self.lr is not None else "by task kind", "offset": self.offset,
+            "lr": self.lr if self.lr is not None else "by task (defaults)", "offset": self.offset,
             "optimizer": self.optimizer, "phi_steps": self.phi_steps,
             "fidelity": self.fidelity, "perceptual": self.perceptual,
             "perceptual_loss": "LPIPS-VGG(F_Phi(x0), y)" if self.perceptual else None, "distance": self.distance,
             "degradation": self.degradation or "affine (linear tasks) / conv (non-linear)",
             "degradation_models": {"affine": "g*V(Hx) + M, per-channel g, M",
                                    "conv": "g*(z + W2*relu(W1*z + b1) + b2) + M, 3x3, 16 hidden, replicate pad"},
-            "gain_init": self.gain_init if self.gain_init is not None else "by task kind",
+            "gain_init": self.gain_init if self.gain_init is not None else "by task (defaults)",
             "view": self.view or "GDP's official view per task, else measurement picture if full size",
             "variance": self.variance_rule or (self.variance or "prior's rule"),
             "clip_denoised": self.clip_denoised, "sampler": "DDPM ancestral eq. (4), respaced",

@@ -68,7 +68,7 @@ class LearnedDegradation:
         p = self.params if params is None else params
         if self.kind == "conv":
             h = torch.relu(_grouped_conv(z, p["w1"], p["b1"]))
-            z = z + _grouped_conv(h, p["w2"], p["b2"])
+            z = z + _grouped_conv(h, p["w2"] / math.sqrt(9 * h.shape[1]), p["b2"])
         return p["gain"] * z + p["offset"]
 
 

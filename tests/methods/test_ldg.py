@@ -15,7 +15,7 @@ import yaml
 
 from bench import seeding
 from bench.methods.gdp_losses import mse
-from bench.methods.ldg import LDG, LearnedGuidance
+from bench.methods.ldg import DEFAULTS, LDG, LearnedGuidance, task_defaults
 from bench.methods.ldg_models import LearnedDegradation, PhiOptimizer
 from bench.tasks import Degradation, Task
 from tests.conftest import CONF_DIR, run_cli, run_dirs
@@ -115,6 +115,7 @@ def test_task_defaults_and_errors(tiny_model, tmp_path):
     g = m.guidance(low.degrade(smooth_images(1), gens("a")), low, gens("a"), (SIZE, SIZE))
     assert g.model.learned == ["gain", "w1", "b1", "w2", "b2"] and g.optimizer.lr == 1.0 and g.scale == 100
     assert torch.equal(g.model.params["gain"], torch.full((1, 3, 1, 1), 0.01))
+    assert task_defaults("jpeg") == task_defaults("sr4") == DEFAULTS["near_identity"] != DEFAULTS["exposure"]
     for kw, match in [({"scale": -1.0}, "scale=-1.0"), ({"optimizer": "rmsprop"}, "optimizer"),
                       ({"degradation": "mlp"}, "degradation"), ({"phi_steps": 0}, "phi_steps=0"),
                       ({"offset": "yes"}, "offset"), ({"lr": float("nan")}, "lr=nan"), ({"steps": 1001}, "exceeds")]:
