@@ -137,3 +137,26 @@ def test_cli_runs_on_lowlight_and_sr4(tmp_path):
         man = json.loads((run / "manifest.json").read_text())
         assert man["method"]["name"] == "ldg" and man["method"]["nfe"] == 2
         assert len(list((run / "images").glob("*.png"))) == 1
+
+
+def test_perceptual_term_through_a_local_vgg_backbone(tmp_path):
+    """method.perceptual > 0 with vgg_path: LPIPS-VGG (random backbone saved in torchvision's format) joins
+    L_total and its gradient reaches x0 and Phi."""
+    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("lpips")
+    from bench.methods.ldg_models import VGGPerceptual
+
+    torch.manual_seed(0)
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp_path / "vgg16-397923af.pth")
+    perc = VGGPerceptual("cpu", str(tmp_path / "vgg16-397923af.pth"))
+    g = torch.Generator().manual_seed(1)
+    y, x0 = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    plain = identity_guidance("affine", y, 1.0, lr=0.1)
+    both = identity_guidance("affine", y, 1.0, lr=0.1)
+    both.perceptual, both.perceptual_fn = 0.5, perc
+    shift_plain, shift_both = plain(x0), both(x0)
+    extra = both.history[0] - plain.history[0]
+    torch.testing.assert_close(extra, 0.5 * perc((x0 + 1) / 2, y).detach())
+    assert (extra > 0).all() and torch.isfinite(shift_both).all() and not torch.equal(shift_plain, shift_both)
+    assert not torch.equal(plain.model.params["gain"], both.model.params["gain"])
