@@ -59,8 +59,9 @@ Choices (the proposal leaves them open, or its formulas disagree with its text):
   1 near the identity (g ~ 1: half the residual per step; sr4, 2 validation photos: 21.30 / 21.15 /
   20.61 dB at s = 0.5 / 1 / 2) and 100 for exposure tasks (g ~ 0.1 for ``lowlight``, so s g^2 ~ 1 as
   well; 6 validation photos: 12.85 / 14.56 / 16.04 / 11.54 dB at s = 10 / 40 / 100 / 300, 16.61 with
-  the final conv scaling; GDP-x0 on the same photos 15.79; s = 100 on jpeg, where g ~ 1: 5.7 dB). Line 8 uses grad of the
-  same L_total as line 7 (computed with Phi before its update; one forward and backward for both).
+  the final conv scaling; GDP-x0 on the same photos 15.79; s = 100 on jpeg, where g ~ 1: 5.7 dB).
+  Line 8 uses grad of the same L_total as line 7 (Phi before its update; one forward and backward for
+  both).
   No rescaling with the step count: each respaced step is one gradient step (the proposal has none).
 * Sampler: the proposal's DDPM ancestral step eq. (4) on the prior's schedule respaced to ``steps``
   (guided-diffusion's SpacedDiffusion, :func:`bench.diffusion.respaced_schedule`; Algorithm 1 runs all
@@ -152,7 +153,8 @@ class LDG(PriorMethod):
     def __init__(self, model: dict, steps: int = 1000, scale: float | None = None, lr: float | None = None,
                  optimizer: str = "sgd", phi_steps: int = 1, fidelity: float = 1.0, perceptual: float = 0.0,
                  distance: str = "mse", degradation: str | None = None, gain_init: float | None = None,
-                 offset: bool | None = None, view: str | None = None, variance: str | None = "fixed_small", clip_denoised: bool = True,
+                 offset: bool | None = None, view: str | None = None, variance: str | None = "fixed_small",
+                 clip_denoised: bool = True,
                  vgg_path: str | None = None):
         super().__init__(model)
         self.steps = check_steps(self.name, steps, fix="steps=1000 (the proposal: all T) or fewer",

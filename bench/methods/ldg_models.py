@@ -56,7 +56,8 @@ class LearnedDegradation:
         self.kind = kind
         #: names of the parameters that are learned (the offset stays 0 when ``learn_offset`` is false)
         self.learned = ["gain"] + (["offset"] if learn_offset else [])
-        self.params: dict[str, Tensor] = {"gain": torch.full((B, C, 1, 1), float(gain), device=device), "offset": torch.zeros(B, C, 1, 1, device=device)}
+        self.params: dict[str, Tensor] = {"gain": torch.full((B, C, 1, 1), float(gain), device=device),
+                                          "offset": torch.zeros(B, C, 1, 1, device=device)}
         if kind == "conv":
             w1 = seeding.randn(generators, (hidden, C, 3, 3), device) * math.sqrt(2.0 / (9 * C))
             self.params.update(w1=w1, b1=torch.zeros(B, hidden, device=device),

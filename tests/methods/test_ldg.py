@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-from bench import seeding
 from bench.methods.gdp_losses import mse
 from bench.methods.ldg import DEFAULTS, LDG, LearnedGuidance, task_defaults
 from bench.methods.ldg_models import LearnedDegradation, PhiOptimizer
@@ -109,7 +108,8 @@ def test_task_defaults_and_errors(tiny_model, tmp_path):
     m.setup(torch.device("cpu"))
     sr = conf_task("sr4").build(SIZE)
     g = m.guidance(sr.degrade(smooth_images(1), gens("a")), sr, gens("a"), (SIZE, SIZE))
-    assert g.model.kind == "affine" and g.model.learned == ["gain", "offset"] and g.optimizer.lr == 0.05 and g.scale == 1
+    assert g.model.kind == "affine" and g.model.learned == ["gain", "offset"]
+    assert g.optimizer.lr == 0.05 and g.scale == 1
     assert torch.equal(g.model.params["gain"], torch.ones(1, 3, 1, 1))
     low = conf_task("lowlight").build(SIZE)
     g = m.guidance(low.degrade(smooth_images(1), gens("a")), low, gens("a"), (SIZE, SIZE))
