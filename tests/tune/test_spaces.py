@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bench.api import compose
-from bench.methods import diffpir, dps, gdp, red_diff
+from bench.methods import diffpir, dps, gdp, ldg, red_diff
 from bench.tune.space import Param, SpaceError, overrides, parse_space, suggest
 from tests.conftest import CONF_DIR, REPO
 
@@ -44,6 +44,8 @@ OFFICIAL = {
     ("dgp", "mse_weight"): [1.0, 10.0, 50.0, 100.0], ("dgp", "nll_weight"): [0.02],
     ("srldm", "eta"): [0.0, 1.0],
     ("sd_inpaint", "guidance_scale"): [7.5], ("sd_inpaint", "eta"): [0.0, 1.0],  # diffusers' defaults; RePaint ~ DDPM
+    ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
+    ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
 }
 
 _COMPOSED: dict = {}
