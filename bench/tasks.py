@@ -55,10 +55,23 @@ class Task:
             )
 
     @property
+    def operator_class(self):
+        """The operator's class (known before building it, for fast support checks)."""
+        return getattr(self.operator, "func", self.operator)
+
+    @property
     def linear(self) -> bool:
-        """Whether the operator class is linear (known before building it, for fast support checks)."""
-        target = getattr(self.operator, "func", self.operator)
-        return bool(getattr(target, "linear", False))
+        """Whether the operator class is linear."""
+        return bool(getattr(self.operator_class, "linear", False))
+
+    @property
+    def masked(self) -> bool:
+        """Whether the operator keeps a pixel mask (``bench.operators.Inpainting``: every ``inpaint*`` task), the
+        tasks of the mask-only inpainters (RePaint, Palette, SD inpainting)."""
+        from bench.operators import Inpainting
+
+        cls = self.operator_class
+        return isinstance(cls, type) and issubclass(cls, Inpainting)
 
     def build(self, image_size: int, device: torch.device | str = "cpu", seed: int = 0) -> "Degradation":
         op = self.operator(channels=3, size=image_size, device=device, seed=seed)

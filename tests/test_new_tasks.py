@@ -33,6 +33,24 @@ def test_methods_support_the_new_tasks(name):
         assert "non-linear" in reason and "'jpeg'" in reason
 
 
+@pytest.mark.parametrize("name", ["repaint", "palette", "sd_inpaint"])
+def test_the_mask_only_inpainters_run_every_mask_task_and_skip_the_rest(name):
+    model = ["model=palette_tiny"] if name == "palette" else []
+    node = OmegaConf.to_container(compose(f"method={name}", *model), resolve=True)["method"]
+    method = instantiate({k: v for k, v in node.items() if k != "name"})
+    for t in ["inpaint", *MASK_TASKS]:
+        assert method.unsupported_reason(task(t)) is None, (name, t)
+    for t in ["sr4", "sr8", "deblur_gauss", "jpeg"] + (["colorize"] if name != "palette" else []):
+        assert f"{t!r}" in method.unsupported_reason(task(t)), (name, t)
+
+
+def test_sr3_and_ldg_run_sr8():
+    for name, model in [("sr3", ["model=sr3_tiny"]), ("ldg", [])]:
+        node = OmegaConf.to_container(compose(f"method={name}", *model), resolve=True)["method"]
+        method = instantiate({k: v for k, v in node.items() if k != "name"})
+        assert method.unsupported_reason(task("sr8")) is None, name
+
+
 def test_gdp_through_the_operator_cannot_run_jpeg():
     from bench.methods.gdp import GDP, default_scale
 

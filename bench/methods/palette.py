@@ -22,21 +22,24 @@ from torch import Tensor
 
 from bench import seeding
 from bench.methods.conditional_ddpm import ConditionalDDPMMethod
-from bench.tasks import Degradation
-
-TASKS = ("inpaint", "colorize")
-
+from bench.tasks import Degradation, Task
 
 class Palette(ConditionalDDPMMethod):
+    """Palette for the inpainting tasks (any mask: ``Task.masked``) and ``colorize``."""
+
     name = "palette"
     kind = "palette"
-    tasks = TASKS
+
+    def unsupported_reason(self, task: Task) -> str | None:
+        if task.masked or task.name == "colorize":
+            return None
+        return (f"palette runs the inpainting tasks (inpaint, inpaint_box, ...) and colorize, not {task.name!r}")
 
     def restore(self, y: Tensor, degradation: Degradation, generators: list[torch.Generator]) -> Tensor:
         if self.ddpm is None:
             self.setup(y.device)
         picture = degradation.frame_image(y).clamp(0, 1) * 2 - 1  # (B, 3, H, W) in [-1, 1]
-        if degradation.name == "inpaint":
+        if degradation.task.masked:
             keep = degradation.operator.mask.to(picture.device, picture.dtype)[None, None]
             self.check_size(tuple(picture.shape[-2:]))
             z = seeding.randn(generators, tuple(picture.shape[1:]), picture.device, picture.dtype)
@@ -44,7 +47,7 @@ class Palette(ConditionalDDPMMethod):
             return self.run_sampler(c, generators, x_init=c, y0=picture, keep=keep)
         if degradation.name == "colorize":
             return self.run_sampler(picture, generators)
-        raise ValueError(f"palette: task {degradation.name!r} is not supported; allowed: {', '.join(TASKS)}")
+        raise ValueError(self.unsupported_reason(degradation.task))
 
     def describe(self) -> dict:
         return {**super().describe(),

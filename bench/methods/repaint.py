@@ -62,7 +62,6 @@ from bench.diffusion import VARIANCES, RespacedSchedule, alphas_cumprod, resolve
     respaced_schedule
 from bench.methods.prior_method import PriorMethod, check_choice, check_steps
 from bench.methods.repaint_schedule import NO_LIMIT, count_forward_steps, count_network_calls, jump_schedule
-from bench.operators import Inpainting
 from bench.tasks import Degradation, Task
 
 
@@ -108,11 +107,6 @@ def repaint_sample(model_output, sched: RespacedSchedule, variance: str, abar: T
     return x, nfe
 
 
-def _is_inpainting(task: Task) -> bool:
-    target = getattr(task.operator, "func", task.operator)
-    return isinstance(target, type) and issubclass(target, Inpainting)
-
-
 class RePaint(PriorMethod):
     """RePaint on a pixel prior, for the inpainting tasks (operator ``bench.operators.Inpainting``), noiseless."""
 
@@ -146,7 +140,7 @@ class RePaint(PriorMethod):
 
     def unsupported_reason(self, task: Task) -> str | None:
         reason = super().unsupported_reason(task)
-        if reason is None and not _is_inpainting(task):
+        if reason is None and not task.masked:
             reason = (f"repaint needs a keep-mask: it runs the inpainting tasks (operator "
                       f"bench.operators.Inpainting), not {task.name!r}")
         if reason is None and task.sigma > 0:

@@ -193,7 +193,7 @@ class SDInpaint(Method):
 
     # ------------------------------------------------------------------------------------------------ setup
     def unsupported_reason(self, task: Task) -> str | None:
-        if not task.name.startswith("inpaint"):
+        if not task.masked:
             return (f"sd_inpaint fills masked pixels: it runs the inpainting tasks (inpaint, inpaint_box, ...), "
                     f"not {task.name!r}")
         return None

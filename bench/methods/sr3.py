@@ -10,7 +10,7 @@ the ``bicubic`` baseline) would feed the net a sharper image than it was trained
 
 Sampling: :func:`bench.methods.conditional_ddpm.sample` from x_T ~ N(0, I), noise level sqrt(abar) (SR3
 ``p_sample_loop``); ``steps=null`` runs every step of the model's schedule (official: 2000), ``steps=N`` N
-respaced steps. Tasks: the 4x SR tasks (the released models are 8x, 16->128 and 64->512; they run on any
+respaced steps. Tasks: the 4x and 8x SR tasks (the released models are 8x, 16->128 and 64->512; they run on any
 factor since the net only sees the upsampled c, but they were not trained for 4x).
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor
 from bench.methods.conditional_ddpm import ConditionalDDPMMethod
 from bench.tasks import Degradation
 
-SR_TASKS = ("sr4", "sr4_bicubic", "sr4_noisy")
+SR_TASKS = ("sr4", "sr4_bicubic", "sr4_noisy", "sr8")
 
 
 def pil_bicubic_upsample(img: Tensor, size: tuple[int, int]) -> Tensor:

@@ -24,7 +24,7 @@ from bench.methods.repaint_schedule import jump_schedule  # noqa: E402
 from bench.methods.sd_inpaint import SDInpaint, latent_keep_mask, sample_latent_blend  # noqa: E402
 from bench.models.assets import AssetError  # noqa: E402
 from bench.models.stable_diffusion import DEFAULT_SOURCES, load_sd  # noqa: E402
-from bench.operators import Inpainting  # noqa: E402
+from bench.operators import Inpainting, SuperResolution  # noqa: E402
 from bench.tasks import Degradation, Task  # noqa: E402
 
 #: SD 1.5's scheduler config (PNDM, scaled_linear 0.00085 .. 0.012, steps_offset 1; from the hub repos' json)
@@ -209,7 +209,7 @@ def test_work_size(dirs):
 def test_only_inpainting_tasks():
     m = SDInpaint()
     assert m.unsupported_reason(Task("inpaint_box", 1, Inpainting)) is None
-    assert "inpainting tasks" in m.unsupported_reason(Task("sr4", 1, Inpainting))
+    assert "inpainting tasks" in m.unsupported_reason(Task("sr4", 1, SuperResolution))
 
 
 # ------------------------------------------------------------------------------------------- loading, errors
