@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA") or REPO.parent / "shared" / "data")
 CONF_DIR = REPO / "conf"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: one thread per worker (and per CLI subprocess it starts). N workers with torch's default of
+    # one thread per core would oversubscribe the cores, and OpenMP's spin-waiting then costs far more than it
+    # gains (measured here: 2 processes x 2 threads on 2 cores ran ~5x slower).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_global_rngs(request):

@@ -275,9 +275,9 @@ def test_set_up_is_what_ci_runs():
     (block,) = _fenced(dict(_sections(README.read_text()))["Set up (two commands)"], ("bash",))
     lines = [ln for ln in block.splitlines() if ln and not ln.startswith("#")]
     assert lines == ['python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev]" && python -m bench',
-                     "python -m pytest -q"]
+                     "python -m pytest -q -n auto"]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
-    assert 'pip install -e ".[dev]"' in ci and "python -m pytest -q" in ci
+    assert 'pip install -e ".[dev]"' in ci and "python -m pytest -q -n auto" in ci
 
 
 def test_every_page_is_linked_from_the_readme():
