@@ -31,14 +31,31 @@ Deliberate differences from the official code (docs/methods.md, "Where we differ
 
 1. Noisy tasks (sigma > 0) are skipped with a reason: RePaint is noiseless (the known pixels are replaced
    outright, there is no sigma_y anywhere in the code).
-2. Class-conditional ADM + classifier guidance (the official ImageNet setting, ``class_cond: true`` with
-   ``256x256_classifier.pt`` at scale 1.0 toward a random class per batch) is not available: the project's
-   priors are unconditional and it has no noisy-image classifier (bench/models/). The CelebA-HQ and Places
-   settings (unconditional, no classifier) are what runs here.
+2. The official ImageNet setting (class-conditional ADM ``256x256_diffusion.pt``, ``256x256_classifier.pt`` guidance
+   at scale 1.0 toward a random class) is an option, off by default (below); its random classes are drawn per
+   image from the image's generator, where official draws ``th.randint(NUM_CLASSES, (batch_size,))`` from the
+   global RNG once per batch (so there an image's class depends on its batch).
 3. The official code only takes learned-sigma nets (its ``p_mean_variance`` has no fixed-variance branch);
    here a net without variance channels uses the prior's own rule (the embedded prior: fixed_small).
 4. All randomness comes from the per-image generators (x_T, then per reverse step z before z', per undo z);
    official draws from the global RNG in the same order.
+
+Class-conditional + classifier-guided variant (official ``confs/test_inet256_*.yml``; ``model=adm_imagenet256_cond
++classifier=adm_imagenet256``), equal to the official ``test.py`` + ``p_sample`` with ``cond_fn`` on identical
+inputs and noise (``tools/equivalence/repaint_classifier.py``):
+
+* labels: needed when the prior is class-conditional (``class_cond: true``: the net gets y at every call, official
+  ``model_fn``) or a classifier guides; ``method.class_label`` = ``random_per_batch`` (official quirk: one uniform
+  class in [0, 1000) per image, the first draw of the image's generator, before x_T as official draws the classes
+  before the noise) or a fixed class index;
+* guidance (``method.classifier`` = a ``conf/classifier/*.yaml`` block, null = off; ``method.classifier_scale`` s,
+  official 1.0, 0 = off as official): after the injection, with the x_j and the original timestep t_j the net sees,
+  mu <- mu + Sigma_j s grad_x log softmax(classifier(x_j, t_j))[label] (guided-diffusion ``condition_mean``; Sigma_j
+  = exp(log sigma_j^2) of the step's variance rule, at j = 0 too, where no noise is added);
+* cost: one classifier forward + backward per network call (``describe()["classifier"]``: forward_calls,
+  backward_calls); only the classifier is differentiated (w.r.t. x_j), never the prior;
+* weights: downloaded from the official URLs; no sha256 is pinned for them yet (none published), so
+  :mod:`bench.models.assets` uses them with a warning and records them as unverified in the manifest.
 
 Measured (embedded 64-px prior, ``task=inpaint`` (25 % random pixels missing), the first 2 sample photos, PSNR dB;
 the masked input scores 11.99): t_T = 20 without jumps (20 NFE) 27.48; t_T = 20 with the official jumps 10 x 10
@@ -49,7 +66,8 @@ input 12.67 dB / SSIM 0.276): the default 30.50 / 0.930 in 124 s of one CPU thre
 method.jump_n_sample=4`` 31.75 / 0.944 in 87 s (user time of the whole command on a shared 2-core machine).
 
 Cost: NFE = the schedule's reverse steps (2,410 at the defaults; ``t_T + (jump_n_sample - 1) * jump_length *
-(number of jump points)`` without nested levels), no backprop; the undo steps cost no network call.
+(number of jump points)`` without nested levels), no backprop; the undo steps cost no network call; with a
+classifier, as many classifier forward + backward passes on top.
 """
 
 from __future__ import annotations
@@ -219,6 +237,11 @@ class RePaint(PriorMethod):
             raise ValueError(reason)
         self._require_prior()
         op = degradation.operator
+        if self.classifier is not None and op.size != self.classifier.image_size:
+            raise ValueError(f"repaint: the classifier {self.classifier_cfg.get('name')!r} takes "
+                             f"{self.classifier.image_size}-px images (its attention pooling has a fixed size) but "
+                             f"these are {op.size} px. Fix: dataset.image_size={self.classifier.image_size}, or "
+                             "method.classifier=null")
         with torch.no_grad():
             y_pm, _ = self.measurement(y, degradation)
             known = op.image(op.pinv(y_pm))

@@ -175,6 +175,9 @@ def test_clear_errors():
         RePaint(GAUSS_MODEL, classifier=CLF).use_prior(gaussian_prior(size=8), "cpu")
     with pytest.raises(ValueError, match="the prior has 1000 classes but the classifier 10"):
         cond_repaint(classifier=CLF)
+    guided, deg = cond_repaint(classifier={**CLF, "arch": {**SMALL, "num_classes": 1000}}), task("inpaint").build(8)
+    with pytest.raises(ValueError, match="takes 16-px images .* but these are 8 px. Fix: dataset.image_size=16"):
+        guided.restore(deg.operator.A(torch.zeros(1, 3, 8, 8)), deg, gens((0,)))
 
 
 def test_configs():
