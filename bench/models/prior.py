@@ -64,12 +64,24 @@ class DiffusionPrior:
     #: the network call under the speed settings (:class:`bench.models.speed.FastForward`); None = plain ``net`` (fp32 eager)
     forward: Callable | None = None
 
-    def model_output(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+    @property
+    def num_classes(self) -> int | None:
+        """The label count of a class-conditional net (ADM ``class_cond: true``: 1000), else None."""
+        return getattr(self.net, "num_classes", None)
+
+    def model_output(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``(eps, v)``: the noise prediction and, for learned-sigma nets, the variance values (else None).
 
-        ``x_t`` (B, 3, H, W) in [-1, 1] space, ``t`` (B,) integer model timesteps in [0, T).
+        ``x_t`` (B, 3, H, W) in [-1, 1] space, ``t`` (B,) integer model timesteps in [0, T); ``y`` (B,) class
+        labels for a class-conditional net (:attr:`num_classes`), None otherwise (the default: no labels).
         """
-        out = self.net(x_t, t) if self.forward is None else self.forward(x_t, t)
+        if y is None:
+            out = self.net(x_t, t) if self.forward is None else self.forward(x_t, t)
+        else:
+            if self.num_classes is None:
+                raise ValueError(f"model {self.info.get('model')!r} is not class-conditional, so it takes no class "
+                                 "labels. Fix: a class_cond model (model=adm_imagenet256_cond) or no labels")
+            out = self.net(x_t, t, y) if self.forward is None else self.forward(x_t, t, y)
         return split_model_output(out, channels=x_t.shape[1])
 
     def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
