@@ -162,7 +162,7 @@ def test_app_is_named_bench_and_help_lists_only_the_run_groups(monkeypatch, caps
     help_ = _main(monkeypatch, capsys, "--help")
     groups = help_.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
-    assert listed == {"dataset", "experiment", "logger", "method", "metrics", "model", "task"}
+    assert listed == {"classifier", "dataset", "experiment", "logger", "method", "metrics", "model", "task"}
     assert help_.startswith("bench: restore a dataset") and "install=bash" in help_
     from omegaconf import OmegaConf
 
