@@ -1,31 +1,24 @@
-"""method=repaint against the official andreas128/RePaint code (tools/equivalence/repaint.py): the jump schedule, one
-p_sample with a keep-mask, one undo and the whole 2,410-call loop on identical inputs and noise.
+"""method=repaint against the official andreas128/RePaint code, on identical inputs and noise:
+tools/equivalence/repaint.py (the jump schedule, one p_sample with a keep-mask, one undo, the whole 2,410-call
+loop; about 5 s on one CPU thread) and tools/equivalence/repaint_classifier.py (the class-conditional +
+classifier-guided variant: the 256x256 classifier's state_dict layout, a small classifier's logits with copied
+weights, one guided p_sample and a whole guided loop; about 10 s).
 
 The official code is not part of this repository: set BENCH_OFFICIAL_REPAINT to a checkout of
-https://github.com/andreas128/RePaint to run it (about 5 s on one CPU thread)."""
+https://github.com/andreas128/RePaint to run them."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.equivalence.official import checkout, run_tool
 
-import pytest
-
-from tests.conftest import REPO
-
-ENV = "BENCH_OFFICIAL_REPAINT"
+ENV, URL = "BENCH_OFFICIAL_REPAINT", "https://github.com/andreas128/RePaint"
 
 
 def test_matches_official_repaint():
-    path = os.environ.get(ENV)
-    if not path:
-        pytest.skip(f"{ENV} is not set: point it at a checkout of https://github.com/andreas128/RePaint to compare "
-                    "method=repaint with the official code")
-    if not (Path(path) / "guided_diffusion" / "scheduler.py").is_file():
-        pytest.fail(f"{ENV}={path} is not a RePaint checkout (no guided_diffusion/scheduler.py)")
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "equivalence" / "repaint.py"), path],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "OK: every difference <= 1e-05" in proc.stdout and "2410 network calls" in proc.stdout
+    out = run_tool("repaint.py", checkout(ENV, URL, "guided_diffusion/scheduler.py"))
+    assert "OK: every difference <= 1e-05" in out and "2410 network calls" in out
+
+
+def test_classifier_guidance_matches_official_repaint():
+    out = run_tool("repaint_classifier.py", checkout(ENV, URL, "guided_diffusion/unet.py"))
+    assert "OK: every difference <= 1e-05" in out and "keys and shapes identical" in out

@@ -1,6 +1,6 @@
 """RePaint's class-conditional + classifier-guided variant (official ImageNet confs): the noisy-image classifier
 (bench/models/adm_classifier.py), the guidance term, the class labels and their errors. Official-code comparison:
-tests/equivalence/test_official_repaint_classifier.py (needs a checkout)."""
+tests/equivalence/test_official_repaint.py (needs a checkout)."""
 
 from __future__ import annotations
 

@@ -196,9 +196,15 @@ def main(argv=None) -> int:
     if method.last_nfe != 2410:
         failures.append(f"restore made {method.last_nfe} network calls, not 2,410")
 
+    return verdict(diffs, failures)
+
+
+def verdict(diffs: dict[str, float], failures: list[str]) -> int:
+    """Print each max difference and the verdict; 0 when every difference is <= TOL and nothing else failed."""
+    width = max(map(len, diffs), default=0)
     for key, value in diffs.items():
         flag = "" if value <= TOL else "   <-- above 1e-5"
-        print(f"max |official - ours| {key:<50s} {value:.3e}{flag}")
+        print(f"max |official - ours| {key:<{width}s} {value:.3e}{flag}")
         if value > TOL:
             failures.append(f"{key}: {value:.3e}")
     if failures:

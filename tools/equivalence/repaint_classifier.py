@@ -34,7 +34,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tools.equivalence.repaint import (  # noqa: E402
-    TOL, Conf, NoiseFrom, TinyEps, official_diffusion, patched_randn_like)
+    Conf, NoiseFrom, TinyEps, official_diffusion, patched_randn_like, verdict)
 
 NUM_CLASSES = 10
 SMALL = dict(image_size=16, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="8",
@@ -201,16 +201,7 @@ def main(argv=None) -> int:
     if method.last_classifier_calls != method.last_nfe:
         failures.append("the classifier was not called once per network call")
 
-    for key, value in diffs.items():
-        flag = "" if value <= TOL else "   <-- above 1e-5"
-        print(f"max |official - ours| {key:<55s} {value:.3e}{flag}")
-        if value > TOL:
-            failures.append(f"{key}: {value:.3e}")
-    if failures:
-        print("FAIL:\n  " + "\n  ".join(failures))
-        return 1
-    print(f"OK: every difference <= {TOL:g}")
-    return 0
+    return verdict(diffs, failures)
 
 
 if __name__ == "__main__":
