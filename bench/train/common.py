@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import math
 import os
@@ -157,6 +158,43 @@ def load_checkpoint(path: Path, identity: dict) -> dict | None:
                          f"{state.get('identity')}\n  now: {identity}\nFix: delete {path.parent}, pass "
                          "another ckpt_dir/name, or resume=false to start over")
     return state
+
+
+class SingleNetState:
+    """One network with its EMA and optimizer, checkpointed to ``ckpt`` (the ADM and SR3 trainers): resumes from
+    a checkpoint of the same ``identity`` when ``resume`` (:func:`load_checkpoint`), keeps the loss list and the
+    wall time across resumes, and saves atomically."""
+
+    def __init__(self, ckpt: Path, identity: dict, net: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer, *,
+                 resume: bool, name: str):
+        self.ckpt, self.identity, self.net, self.ema, self.opt = ckpt, identity, net, ema, opt
+        state = load_checkpoint(ckpt, json.loads(json.dumps(identity))) if resume else None
+        self.step, self.losses, self.wall_prev = 0, [], 0.0
+        if state is not None:
+            net.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            self.step, self.losses, self.wall_prev = int(state["step"]), list(state["losses"]), float(state["wall_s"])
+            log.info("resuming %s from %s at step %d", name, ckpt, self.step)
+        self.t_start = time.perf_counter()
+
+    def wall_s(self) -> float:
+        """Training wall time so far, resumed runs included."""
+        return self.wall_prev + time.perf_counter() - self.t_start
+
+    def save(self, step: int) -> None:
+        atomic_torch_save({"identity": self.identity, "step": step, "model": self.net.state_dict(),
+                           "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "losses": self.losses,
+                           "wall_s": self.wall_s()}, self.ckpt)
+
+    def optimize(self, loss: torch.Tensor, grad_clip: float | None) -> None:
+        """Backward, optional global-norm clipping, the optimizer step and the EMA update."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), grad_clip, foreach=True)
+        self.opt.step()
+        self.ema.update(self.net)
 
 
 def train_loop(step_fn: Callable[[int], torch.Tensor | float], start: int, total: int, *, losses: list[float],

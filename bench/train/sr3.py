@@ -19,7 +19,6 @@ bench/priors/<name>.md) only if they beat bicubic on ``dataset=sample``; the CPU
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from bench.diffusion import alphas_cumprod
 from bench.methods.sr3 import pil_bicubic_upsample
 from bench.models.conditional import sampling_betas
 from bench.models.sr3_unet import SR3UNet
-from bench.train.common import (EMA, atomic_torch_save, device_name, final_mean, load_checkpoint, load_images, log,
+from bench.train.common import (EMA, SingleNetState, device_name, final_mean, load_images, log,
                                 pick_device, plot_losses, random_crops, repo_path, repo_relative,
                                 save_fp16_safetensors, step_generator, train_loop, warmup_lr)
 
@@ -95,15 +94,7 @@ def train_sr3(cfg: SR3TrainConfig) -> dict:
     identity = {"kind": "sr3", "arch": cfg.arch, "schedule": cfg.schedule, "data_sha256": data_sha, "seed": cfg.seed,
                 "batch_size": cfg.batch_size, "crop": cfg.crop, "factor": cfg.factor}
     ckpt = repo_path(cfg.ckpt_dir or f"results/train/{cfg.name}") / "last.pt"
-    state = load_checkpoint(ckpt, json.loads(json.dumps(identity))) if cfg.resume else None
-    step, losses, wall_prev = 0, [], 0.0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step, losses, wall_prev = int(state["step"]), list(state["losses"]), float(state["wall_s"])
-        log.info("resuming %s from %s at step %d", cfg.name, ckpt, step)
-    t_start = time.perf_counter()
+    run = SingleNetState(ckpt, identity, net, ema, opt, resume=cfg.resume, name=cfg.name)
 
     def step_fn(s: int) -> torch.Tensor:
         g = step_generator(cfg.seed, s)
@@ -116,22 +107,12 @@ def train_sr3(cfg: SR3TrainConfig) -> dict:
         warmup_lr(opt, cfg.lr, cfg.warmup, s)
         net.train()
         loss = F.l1_loss(net(inp, gamma), eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip, foreach=True)
-        opt.step()
-        ema.update(net)
+        run.optimize(loss, cfg.grad_clip)
         return loss.detach()
 
-    def save(s: int) -> None:
-        atomic_torch_save({"identity": identity, "step": s, "model": net.state_dict(), "ema": ema.state_dict(),
-                           "opt": opt.state_dict(), "losses": losses,
-                           "wall_s": wall_prev + time.perf_counter() - t_start}, ckpt)
-
-    step = train_loop(step_fn, step, cfg.steps, losses=losses, save=save, ckpt_every=cfg.ckpt_every,
+    step = train_loop(step_fn, run.step, cfg.steps, losses=run.losses, save=run.save, ckpt_every=cfg.ckpt_every,
                       max_minutes=cfg.max_minutes, progress=cfg.progress, desc=cfg.name)
-    wall = wall_prev + time.perf_counter() - t_start
+    wall, losses = run.wall_s(), run.losses
     return export_sr3(cfg, ema.model, step=step, losses=losses, wall_s=wall, device=device, data_sha=data_sha,
                       n_images=images.shape[0])
 
