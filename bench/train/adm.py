@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.diffusion import alphas_cumprod, make_betas
-from bench.train.common import (EMA, SingleNetState, device_name, final_mean, load_images, log,
-                                loss_table, pick_device, plot_losses, random_crops, repo_path, repo_relative,
-                                save_fp16_safetensors, step_generator, train_loop, warmup_lr)
+from bench.train.common import (EMA, SingleNetState, export_ema, load_images, loss_table, pick_device, random_crops,
+                                repo_path, step_generator, train_loop, warmup_lr)
 
 
 @dataclass
@@ -130,20 +129,11 @@ def train_adm(cfg: ADMTrainConfig) -> dict:
 def export_adm(cfg: ADMTrainConfig, ema_net: torch.nn.Module, *, step: int, losses: list[float], wall_s: float,
                device: torch.device, data_sha: str, n_images: int) -> dict:
     """Write the fp16 EMA weights, the loss curve, the model card and the ``conf/model`` entry."""
-    out = repo_path(cfg.priors_dir)
-    weights = out / f"{cfg.name}.safetensors"
-    n_params = sum(p.numel() for p in ema_net.parameters())
-    meta = {"name": cfg.name, "step": str(step), "arch": json.dumps(cfg.arch), "data_sha256": data_sha,
-            "format": "bench.models.adm_unet.create_model(**arch) state dict, EMA weights, fp16"}
-    sha = save_fp16_safetensors(ema_net.state_dict(), weights, meta)
-    plot_losses(losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: DDPM eps loss")
-    rel = repo_relative(weights)
-    info = {"name": cfg.name, "weights": str(rel), "sha256": sha, "parameters": n_params, "steps": step,
-            "wall_s": round(wall_s, 1), "device": device_name(device), "final_loss": final_mean(losses),
-            "bytes": weights.stat().st_size}
-    write_model_conf(cfg, rel, sha, n_params, step, info["device"])
-    (out / f"{cfg.name}.md").write_text(adm_card(cfg, info, losses, data_sha, n_images))
-    log.info("wrote %s (%d parameters, sha256 %s)", weights, n_params, sha)
+    info = export_ema(cfg, ema_net, fmt="bench.models.adm_unet.create_model(**arch) state dict, EMA weights, fp16",
+                      loss_title="DDPM eps loss", step=step, losses=losses, wall_s=wall_s, device=device,
+                      data_sha=data_sha)
+    write_model_conf(cfg, Path(info["weights"]), info["sha256"], info["parameters"], step, info["device"])
+    (repo_path(cfg.priors_dir) / f"{cfg.name}.md").write_text(adm_card(cfg, info, losses, data_sha, n_images))
     return info
 
 

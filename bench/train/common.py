@@ -197,6 +197,22 @@ class SingleNetState:
         self.ema.update(self.net)
 
 
+def export_ema(cfg, ema_net: torch.nn.Module, *, fmt: str, loss_title: str, step: int, losses: list[float],
+               wall_s: float, device: torch.device, data_sha: str) -> dict:
+    """Write ``<cfg.priors_dir>/<cfg.name>.safetensors`` (the EMA weights in fp16; ``fmt``, the arch and the data's
+    sha256 in its metadata) and ``<name>_loss.png``; returns the facts the model card and ``conf/model`` entry use."""
+    out = repo_path(cfg.priors_dir)
+    weights = out / f"{cfg.name}.safetensors"
+    n_params = sum(p.numel() for p in ema_net.parameters())
+    meta = {"name": cfg.name, "step": str(step), "arch": json.dumps(cfg.arch), "data_sha256": data_sha, "format": fmt}
+    sha = save_fp16_safetensors(ema_net.state_dict(), weights, meta)
+    plot_losses(losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: {loss_title}")
+    log.info("wrote %s (%d parameters, sha256 %s)", weights, n_params, sha)
+    return {"name": cfg.name, "weights": str(repo_relative(weights)), "sha256": sha, "parameters": n_params,
+            "steps": step, "wall_s": round(wall_s, 1), "device": device_name(device),
+            "final_loss": final_mean(losses), "bytes": weights.stat().st_size}
+
+
 def train_loop(step_fn: Callable[[int], torch.Tensor | float], start: int, total: int, *, losses: list[float],
                save: Callable[[int], None], ckpt_every: int, max_minutes: float | None, progress: bool, desc: str,
                sync_every: int = 25) -> int:

@@ -29,9 +29,8 @@ from bench.diffusion import alphas_cumprod
 from bench.methods.sr3 import pil_bicubic_upsample
 from bench.models.conditional import sampling_betas
 from bench.models.sr3_unet import SR3UNet
-from bench.train.common import (EMA, SingleNetState, device_name, final_mean, load_images, log,
-                                pick_device, plot_losses, random_crops, repo_path, repo_relative,
-                                save_fp16_safetensors, step_generator, train_loop, warmup_lr)
+from bench.train.common import (EMA, SingleNetState, export_ema, load_images, pick_device, random_crops, repo_path,
+                                step_generator, train_loop, warmup_lr)
 
 
 @dataclass
@@ -120,20 +119,11 @@ def train_sr3(cfg: SR3TrainConfig) -> dict:
 def export_sr3(cfg: SR3TrainConfig, ema_net: torch.nn.Module, *, step: int, losses: list[float], wall_s: float,
                device: torch.device, data_sha: str, n_images: int) -> dict:
     """Write the fp16 EMA weights, the loss curve and the ``conf/model`` entry; returns the facts for the card."""
-    out = repo_path(cfg.priors_dir)
-    weights = out / f"{cfg.name}.safetensors"
-    n_params = sum(p.numel() for p in ema_net.parameters())
-    meta = {"name": cfg.name, "step": str(step), "arch": json.dumps(cfg.arch), "data_sha256": data_sha,
-            "format": "bench.models.sr3_unet.SR3UNet(**arch) state dict, EMA weights, fp16"}
-    sha = save_fp16_safetensors(ema_net.state_dict(), weights, meta)
-    plot_losses(losses, out / f"{cfg.name}_loss.png", f"{cfg.name}: SR3 L1 eps loss")
-    rel = repo_relative(weights)
-    info = {"name": cfg.name, "weights": str(rel), "sha256": sha, "parameters": n_params, "steps": step,
-            "wall_s": round(wall_s, 1), "device": device_name(device), "final_loss": final_mean(losses),
-            "bytes": weights.stat().st_size, "data_sha256": data_sha, "images": n_images,
-            "command": cfg.command}
-    write_model_conf(cfg, rel, sha, n_params, step, info["device"])
-    log.info("wrote %s (%d parameters, sha256 %s)", weights, n_params, sha)
+    info = export_ema(cfg, ema_net, fmt="bench.models.sr3_unet.SR3UNet(**arch) state dict, EMA weights, fp16",
+                      loss_title="SR3 L1 eps loss", step=step, losses=losses, wall_s=wall_s, device=device,
+                      data_sha=data_sha)
+    info.update(data_sha256=data_sha, images=n_images, command=cfg.command)
+    write_model_conf(cfg, Path(info["weights"]), info["sha256"], info["parameters"], step, info["device"])
     return info
 
 
