@@ -46,6 +46,7 @@ OFFICIAL = {
     ("sd_inpaint", "guidance_scale"): [7.5], ("sd_inpaint", "eta"): [0.0, 1.0],  # diffusers' defaults; RePaint ~ DDPM
     ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
     ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
+    ("daps", "lr"): [1e-4, 5e-5, 1.04e-4, 4.04e-5, 1e-5], ("daps", "tau"): [0.01],  # DAPS configs/task/*.yaml
 }
 
 _COMPOSED: dict = {}
