@@ -56,7 +56,6 @@ class TinyEps(torch.nn.Module):
 def main(checkout: str) -> int:
     root = Path(checkout).resolve()
     sys.path.insert(0, str(root))
-    from cores.scheduler import get_diffusion_scheduler  # noqa: F401 (the official package, as posterior_sample.py)
     from forward_operator import Operator
     from sampler import DAPS as OfficialDAPS
     precond = _load(root, "model/precond.py", "daps_official_precond")
