@@ -46,6 +46,7 @@ OFFICIAL = {
     ("sd_inpaint", "guidance_scale"): [7.5], ("sd_inpaint", "eta"): [0.0, 1.0],  # diffusers' defaults; RePaint ~ DDPM
     ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
     ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
+    ("pnp_dm", "rho"): [10.0, 0.1], ("pnp_dm", "rho_min"): [0.3, 0.1], ("pnp_dm", "rho_decay"): [0.9, 1.0],
 }
 
 _COMPOSED: dict = {}
