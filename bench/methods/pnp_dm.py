@@ -29,7 +29,7 @@ wraps it on the project's eps priors. Notation, x in [-1, 1], y = A x + sigma_y 
   interpolated linearly in log sigma between integer steps (exact at integer t, any beta schedule; the net gets
   non-integer t, as upstream). ``official_vp_time=true``: upstream's continuous VP inverse
   t(sigma) = (M - 1) (sqrt(b0^2 + 2 bd log(1 + sigma^2)) - b0) / bd with b0 = 0.1, bd = 19.9, M = 1000 and its
-  sigma range (smin = sigma_VP(1e-3) = 0.0105), which is about one step off the discrete table at the low end.
+  sigma range (smin = sigma_VP(1e-3) = 0.0105, in float32 as upstream), which is about one step off the discrete table at the low end.
 * output (``output``): official's primary figure is the LAST sample (``samples[[-1]]``, "statistics based on one
   sample"); ``output=mean`` averages the samples kept at iterations linspace(B, K-1, S+1)[1:] (B = ``burn_in``,
   S = ``num_samples``), upstream's second figure.
@@ -56,9 +56,10 @@ OUTPUTS = ("last", "mean")
 VP_B0, VP_BD, VP_M, VP_EPS_T = 0.1, 19.9, 1000, 1e-3
 
 
-def vp_sigma(t: float | Tensor) -> Tensor:
-    """Upstream's continuous VP sigma(t) = sqrt(exp(bd t^2 / 2 + b0 t) - 1), t in [0, 1]."""
-    t = torch.as_tensor(t, dtype=torch.float64)
+def vp_sigma(t: float | Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Upstream's continuous VP sigma(t) = sqrt(exp(bd t^2 / 2 + b0 t) - 1), t in [0, 1]. Upstream evaluates its
+    range (``VPPrecond.sigma_min``) in float32: 0.0104838 instead of 0.0104860."""
+    t = torch.as_tensor(t, dtype=dtype)
     return ((0.5 * VP_BD * t**2 + VP_B0 * t).exp() - 1).sqrt()
 
 
@@ -200,7 +201,7 @@ class PnPDM(PriorMethod):
         abar = torch.cumprod(1 - self.prior.betas.double().cpu(), 0)
         self.log_sigmas = 0.5 * ((1 - abar) / abar).log()
         if self.official_vp_time:
-            smin, smax = float(vp_sigma(VP_EPS_T)), float(vp_sigma(1.0))
+            smin, smax = float(vp_sigma(VP_EPS_T, torch.float32)), float(vp_sigma(1.0, torch.float32))
         else:
             smin, smax = float(self.log_sigmas[0].exp()), float(self.log_sigmas[-1].exp())
         self.grid = edm_grid(self.edm_steps, max(0.002, smin), min(80.0, smax))
