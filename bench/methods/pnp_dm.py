@@ -161,6 +161,16 @@ def pnp_dm_sample(denoise, operator, y_pm: Tensor, sigma_y: float, rhos: list[fl
     return (x if output == "last" else total / count), nfe
 
 
+def _count(key: str, value, minimum: int, fix: str, allow_none: bool = False) -> int | None:
+    """An integer hyper-parameter >= minimum (None allowed when asked), else a ValueError naming it and the fix."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        none = " or null" if allow_none else ""
+        raise ValueError(f"pnp_dm: {key}={value!r} is invalid: it must be an integer >= {minimum}{none}. Fix: {fix}")
+    return value
+
+
 class PnPDM(PriorMethod):
     """PnP-DM (split Gibbs, exact SVD likelihood step, EDM prior step) on an eps prior; see the module docstring."""
 
@@ -177,15 +187,15 @@ class PnPDM(PriorMethod):
                                       fix="method.rho_decay=0.9 (official; 1 = constant rho)")
         self.rho_min = check_number(self.name, "rho_min", rho_min, 0.0, fix="method.rho_min=0.3 (official)")
         self.rescale_decay = bool(rescale_decay)
-        self.edm_steps = check_steps(self.name, edm_steps, 2, fix="method.edm_steps=100 (official)")
+        self.edm_steps = _count("edm_steps", edm_steps, 2, "method.edm_steps=100 (official)")
         K = self.steps
-        b = check_steps(self.name, burn_in, 0, allow_none=True, fix="method.burn_in=40 (official) or null")
+        b = _count("burn_in", burn_in, 0, "method.burn_in=40 (official) or null", allow_none=True)
         self.burn_in = int(0.4 * K) if b is None else b
         if self.burn_in >= K:
             raise ValueError(f"pnp_dm: burn_in={burn_in} must be < steps={K} (samples are kept after the "
                              f"burn-in). Fix: method.burn_in=null (40% of steps) or a value < {K}")
         after = K - 1 - self.burn_in
-        n = check_steps(self.name, num_samples, 1, allow_none=True, fix="method.num_samples=20 (official) or null")
+        n = _count("num_samples", num_samples, 1, "method.num_samples=20 (official) or null", allow_none=True)
         self.num_samples = max(1, min(20, after)) if n is None else n
         if after > 0 and self.num_samples > after:
             raise ValueError(f"pnp_dm: num_samples={num_samples} exceeds the {after} iterations after "

@@ -171,7 +171,8 @@ def test_tiny_end_to_end_run(tmp_path):
 @pytest.mark.parametrize("kw, words", [
     ({"rho": 0.0}, "rho=0.0"), ({"rho_decay": 1.5}, "rho_decay=1.5"), ({"output": "median"}, "last, mean"),
     ({"steps": 10, "burn_in": 10}, "burn_in=10"), ({"steps": 10, "burn_in": 2, "num_samples": 9}, "num_samples=9"),
-    ({"edm_steps": 1}, "steps=1"), ({"steps": 0}, "steps=0")])
+    ({"edm_steps": 1}, "edm_steps=1"), ({"burn_in": -1}, "burn_in=-1"), ({"num_samples": 2.5}, "num_samples=2.5"),
+    ({"steps": 0}, "steps=0")])
 def test_bad_hyper_parameters_fail_clearly(kw, words):
     with pytest.raises(ValueError, match="pnp_dm") as e:
         PnPDM(GAUSS_MODEL, **kw)
