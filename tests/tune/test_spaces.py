@@ -47,6 +47,7 @@ OFFICIAL = {
     ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
     ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
     ("daps", "lr"): [1e-4, 5e-5, 1.04e-4, 4.04e-5, 1e-5], ("daps", "tau"): [0.01],  # DAPS configs/task/*.yaml
+    ("pnp_dm", "rho"): [10.0, 0.1], ("pnp_dm", "rho_min"): [0.3, 0.1], ("pnp_dm", "rho_decay"): [0.9, 1.0],
 }
 
 _COMPOSED: dict = {}
