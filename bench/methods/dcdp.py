@@ -143,6 +143,17 @@ def dcdp_sample(eps_fn, operator, y_pm: Tensor, abar_padded: Tensor, levels: lis
     return x.reshape(shape), nfe
 
 
+def check_int(key: str, value, low: int, high: int | None = None, *, fix: str, allow_none: bool = False) -> int | None:
+    """``value`` as an int in [low, high], else a ValueError naming ``method.<key>``, the range and the fix."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+        none = " or null (the official per-task value)" if allow_none else ""
+        raise ValueError(f"dcdp: {key}={value!r} is invalid: it must be an integer {rng}{none}. Fix: {fix}")
+    return int(value)
+
+
 class DCDP(PriorMethod):
     """DCDP on a pixel prior; ``null`` hyper-parameters = the per-task official values of :data:`OFFICIAL`."""
 
@@ -154,23 +165,18 @@ class DCDP(PriorMethod):
         super().__init__(model)
         self.steps = check_steps(self.name, steps, allow_none=True,
                                  fix="steps=10 (official sr/deblur K) or steps=null (per task)")
-        self.dc_steps = check_steps(self.name, dc_steps, allow_none=True,
-                                    fix="method.dc_steps=100 (official sr/deblur) or null (per task)")
+        self.dc_steps = check_int("dc_steps", dc_steps, 1, fix="method.dc_steps=100 (official sr/deblur) or null "
+                                  "(per task)", allow_none=True)
         self.lr = check_number(self.name, "lr", lr, 0.0, low_open=True, allow_none=True,
                                fix="method.lr=1000 (official sr) or null (per task)")
         self.momentum = check_number(self.name, "momentum", momentum, 0.0, 1.0, fix="method.momentum=0.9")
         if self.momentum >= 1.0:
             raise ValueError(f"dcdp: momentum={momentum!r} is invalid: it must be < 1 (heavy ball diverges). "
                              "Fix: method.momentum=0.9")
-        if t0 is not None:
-            check_steps(self.name, t0, fix="method.t0=400 (official sr/deblur) or null (per task)",
-                        maximum=self.train_steps)
-        self.t0 = t0
-        if isinstance(t_end, bool) or not isinstance(t_end, int) or not 0 <= t_end < self.train_steps:
-            raise ValueError(f"dcdp: t_end={t_end!r} is invalid: it must be an integer in [0, {self.train_steps}). "
-                             "Fix: method.t_end=0 (official)")
-        self.t_end = t_end
-        self.ddim_steps = check_steps(self.name, ddim_steps, fix="method.ddim_steps=20 (official)")
+        self.t0 = check_int("t0", t0, 1, self.train_steps, fix="method.t0=400 (official sr/deblur) or null (per task)",
+                            allow_none=True)
+        self.t_end = check_int("t_end", t_end, 0, self.train_steps - 1, fix="method.t_end=0 (official)")
+        self.ddim_steps = check_int("ddim_steps", ddim_steps, 1, fix="method.ddim_steps=20 (official)")
         self.purification = check_choice(self.name, "purification", purification, PURIFICATIONS)
         self.final_purification, self.official_last_level = bool(final_purification), bool(official_last_level)
         if self.steps is not None and self.t0 is not None:
