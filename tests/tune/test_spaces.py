@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bench.api import compose
-from bench.methods import diffpir, dps, gdp, ldg, red_diff
+from bench.methods import dcdp, diffpir, dps, gdp, ldg, red_diff
 from bench.tune.space import Param, SpaceError, overrides, parse_space, suggest
 from tests.conftest import CONF_DIR, REPO
 
@@ -46,6 +46,8 @@ OFFICIAL = {
     ("sd_inpaint", "guidance_scale"): [7.5], ("sd_inpaint", "eta"): [0.0, 1.0],  # diffusers' defaults; RePaint ~ DDPM
     ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
     ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
+    ("dcdp", "lr"): [v[2] for v in dcdp.OFFICIAL.values()] + [300.0, 500.0],  # + nonlinear deblur, phase retrieval
+    ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
 }
 
 _COMPOSED: dict = {}
