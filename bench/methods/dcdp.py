@@ -44,7 +44,8 @@ All noise comes from the per-image generators. The official purification wastes 
 Cost: NFE = sum_k min(ddim_steps, T_k) (official 182 for K = 10 / T_0 = 400 with the bump, 181 here; 382 / 381
 for inpainting) plus K * dc_steps A / A^T pairs; memory close to plain sampling. Measured on the embedded 64-px
 prior (2 sample photos, PSNR dB, 2 shared CPU threads under load): deblur_gauss input 22.90 -> 34.02 at the official
-K = 10 (181 NFE, ~300 s per image: deblur's A / A^T pairs dominate), 33.38 at steps=3 (41 NFE, ~46 s per image);
+K = 10 (181 NFE, ~300 s per image; the network dominates: 1,000 A / A^T pairs take ~4 s), 33.38 at steps=3 (41
+NFE, ~46 s per image);
 sr4 at steps=3: 19.43 (bicubic 20.94; ~17 s per image).
 """
 
