@@ -46,7 +46,8 @@ for inpainting) plus K * dc_steps A / A^T pairs; memory close to plain sampling.
 prior (2 sample photos, PSNR dB, 2 shared CPU threads under load): deblur_gauss input 22.90 -> 34.02 at the official
 K = 10 (181 NFE, ~300 s per image; the network dominates: 1,000 A / A^T pairs take ~4 s), 33.38 at steps=3 (41
 NFE, ~46 s per image);
-sr4 at steps=3: 19.43 (bicubic 20.94; ~17 s per image).
+sr4: 19.73 at K = 10 (~250 s per image), 19.43 at steps=3 (~17 s per image); bicubic 20.94 (this prior does not
+beat bicubic on SR, as DiffPIR).
 """
 
 from __future__ import annotations
