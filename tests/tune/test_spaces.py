@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bench.api import compose
-from bench.methods import diffpir, dps, gdp, ldg, red_diff
+from bench.methods import dcdp, diffpir, dps, gdp, ldg, red_diff
 from bench.tune.space import Param, SpaceError, overrides, parse_space, suggest
 from tests.conftest import CONF_DIR, REPO
 
@@ -48,6 +48,8 @@ OFFICIAL = {
     ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
     ("daps", "lr"): [1e-4, 5e-5, 1.04e-4, 4.04e-5, 1e-5], ("daps", "tau"): [0.01],  # DAPS configs/task/*.yaml
     ("pnp_dm", "rho"): [10.0, 0.1], ("pnp_dm", "rho_min"): [0.3, 0.1], ("pnp_dm", "rho_decay"): [0.9, 1.0],
+    ("dcdp", "lr"): [v[2] for v in dcdp.OFFICIAL.values()] + [300.0, 500.0],  # + nonlinear deblur, phase retrieval
+    ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
 }
 
 _COMPOSED: dict = {}
