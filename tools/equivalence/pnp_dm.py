@@ -29,19 +29,14 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tools.equivalence.tiny_eps import TinyEps  # noqa: E402
+
 TOL = 1e-5
 
 
-class TinyEps(torch.nn.Module):
-    """A deterministic timestep-dependent 3 -> 6 channel network (ADM layout: eps + variance channels)."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
-        with torch.no_grad():
-            self.conv.weight.copy_(0.2 * torch.randn(self.conv.weight.shape, generator=g))
-            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
+class GaussianTinyEps(TinyEps):
+    """:class:`TinyEps`'s conv on top of a stable denoiser (ADM layout: eps + variance channels)."""
 
     def forward(self, x, t, **_):
         # eps of a unit Gaussian prior (sqrt(1 - abar) x_t, abar ~ 1 - t / T) plus a small random conv: a stable
@@ -73,7 +68,7 @@ def main() -> int:
     from tests.methods.test_ddrm import task
 
     torch.set_grad_enabled(False)
-    net = TinyEps()
+    net = GaussianTinyEps()
     model = {"name": "tiny_eps", "kind": "adm", "diffusion": {"steps": 1000}}
     prior = DiffusionPrior(net=net, image_size=8, betas=make_betas("linear", 1000), learn_sigma=True,
                            info={"model": "tiny_eps"})
