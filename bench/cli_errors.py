@@ -170,6 +170,16 @@ def suggest(name: str, candidates: Sequence[str]) -> str | None:
     return lower[close[0]] if close else None
 
 
+def reject_unknown_keys(label: str, mapping, allowed: Sequence[str]) -> None:
+    """Raise ``ValueError("<label>: unknown key(s) [...]; allowed: [...]")`` when ``mapping`` has keys outside
+    ``allowed``, each unknown key with its closest allowed one ("did you mean")."""
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, list(allowed), 1)) else k
+                 for k in unknown]
+        raise ValueError(f"{label}: unknown key(s) {hints}; allowed: {list(allowed)}")
+
+
 class _Check:
     """Composes the overrides (inside an initialized Hydra) and, if that fails, finds out why."""
 

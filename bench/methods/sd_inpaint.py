@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench import seeding
+from bench.cli_errors import reject_unknown_keys
 from bench.diffusion import alphas_cumprod, respaced_betas
 from bench.methods.base import Method
 from bench.methods.repaint_schedule import jump_schedule
@@ -75,11 +76,7 @@ WEIGHT_KEYS = ("source", "revision", "local_dir")
 def check_weights(weights: dict | None, mode: str) -> dict:
     """``method.weights``: ``source`` (hub id; null = the mode's default), ``revision`` (40-hex), ``local_dir``."""
     w = dict(weights or {})
-    unknown = sorted(set(w) - set(WEIGHT_KEYS))
-    if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, WEIGHT_KEYS, 1)) else k
-                 for k in unknown]
-        raise ValueError(f"method.weights: unknown key(s) {hints}; allowed: {list(WEIGHT_KEYS)}")
+    reject_unknown_keys("method.weights", w, WEIGHT_KEYS)
     source = w.get("source") or DEFAULT_SOURCES[mode]
     if "/" not in str(source):
         raise ValueError(f"method.weights.source={source!r} is not a hub id 'owner/name' (e.g. {DEFAULT_SOURCES[mode]}); "

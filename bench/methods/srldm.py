@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench import seeding
+from bench.cli_errors import reject_unknown_keys
 from bench.methods.base import Method
 from bench.models.ldm import EMBEDDED_DIR, HUB_ID, LDMSR, load_ldm_sr, tiny_ldm_sr
 from bench.tasks import Degradation
@@ -79,11 +80,7 @@ def sample_ldm_sr(unet, vqvae, scheduler, lr: Tensor, generators: list[torch.Gen
 def check_ldm_config(ldm: dict) -> dict:
     """Validate the ``method.ldm`` mapping: keys ``source`` (embedded | tiny | hub id), ``local_dir``, ``seed``."""
     ldm = dict(ldm or {})
-    unknown = sorted(set(ldm) - set(LDM_KEYS))
-    if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, LDM_KEYS, 1)) else k
-                 for k in unknown]
-        raise ValueError(f"method.ldm: unknown key(s) {hints}; allowed: {list(LDM_KEYS)}")
+    reject_unknown_keys("method.ldm", ldm, LDM_KEYS)
     source = ldm.get("source") or None
     local_dir = ldm.get("local_dir") or None
     if source is None and local_dir is None:

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.cli_errors import reject_unknown_keys
 from bench.models.assets import AssetError, _is_offline, asset_from_config, fetch, load_state_dict, sha256_file
 
 SOURCES = ("embedded", "tiny", "biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
@@ -61,11 +62,7 @@ def check_generator_config(gen) -> dict:
     """Validate ``method.generator``: keys ``source`` (one of :data:`SOURCES`), ``local_dir``, ``seed``,
     ``asset`` (``{name, url, sha256, path}`` of the ``embedded`` safetensors file)."""
     gen = {str(k): v for k, v in dict(gen or {}).items()}
-    unknown = sorted(set(gen) - set(GENERATOR_KEYS))
-    if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, GENERATOR_KEYS, 1)) else k
-                 for k in unknown]
-        raise ValueError(f"method.generator: unknown key(s) {hints}; allowed: {list(GENERATOR_KEYS)}")
+    reject_unknown_keys("method.generator", gen, GENERATOR_KEYS)
     source, local_dir = gen.get("source") or None, gen.get("local_dir") or None
     if source is None and local_dir is None:
         raise ValueError(f"method.generator needs source ({' | '.join(SOURCES)}) or local_dir=/path/to/dir")

@@ -39,7 +39,6 @@ math is unchanged: only the network call is.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -47,6 +46,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor
 
+from bench.cli_errors import reject_unknown_keys
 from bench.batching import micro_batched
 from bench.models.cuda_graph import GraphedCall
 
@@ -79,11 +79,7 @@ class Precision:
     def from_config(cls, block: Mapping | None) -> "Precision":
         block = dict(block or {})
         names = [f.name for f in fields(cls)]
-        unknown = sorted(set(block) - set(names))
-        if unknown:
-            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, 1)) else k
-                     for k in unknown]
-            raise ValueError(f"model.speed: unknown key(s) {hints}; allowed: {names}")
+        reject_unknown_keys("model.speed", block, names)
         prec = block.get("precision")
         if prec is not None and prec not in PRECISIONS:
             raise ValueError(f"model.speed.precision={prec!r}: use null, {' | '.join(PRECISIONS)}")
