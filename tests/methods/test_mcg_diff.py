@@ -102,6 +102,15 @@ def test_nfe_is_steps_times_particles(steps, particles):
     assert not method.describe()["backprop_through_prior"]
 
 
+def test_a_noisy_task_on_a_too_coarse_grid_is_reported(caplog):
+    deg = task("denoise").build(4)
+    y = deg.degrade(torch.rand(1, 3, 4, 4), gens([0], "degrade"))
+    for steps, warned in ((20, True), (99, False)):
+        caplog.clear()
+        with_gaussian_prior(MCGDiff(GAUSS_MODEL, steps=steps, particles=1)).restore(y, deg, gens([0]))
+        assert ("rounds to t=0 on the 20-step grid" in caplog.text and "steps=99" in caplog.text) == warned
+
+
 def test_official_preset_and_embedded_default_counts():
     """Official ddim_100 + default.yaml: 99 transitions x 64 particles = 6,336 per image (the facts note's 6,400
     counts 100 transitions); the YAML default on the embedded prior: 20 x 4 = 80."""
