@@ -55,8 +55,9 @@ Measured (embedded 64-px prior, ``python -m bench method=mcg_diff task=... datas
 particles = 80 NFE per image, PSNR dB of the bicubic / degraded input -> output, the 2 sample photos; one CPU
 thread on a shared machine, load 3-10, so seconds are pessimistic): sr4 20.94 -> 20.75 (49 s per image; DDRM's 20
 steps 20.87; 16 particles 20.69, 226 s per image), deblur_gauss 22.90 -> 34.57 (61 s), inpaint 11.99 -> 26.14
-(69 s), denoise 26.18 -> 27.63 (82 s). One posterior sample, not the posterior mean: more particles do not raise
-the PSNR.
+(69 s), denoise 26.18 -> 27.63 (82 s; its tau rounds to t = 0 at 20 steps, see above: ``steps=99
+method.particles=2``, 198 NFE, gives 31.03 dB). One posterior sample, not the posterior mean: more particles do not
+raise the PSNR.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def mcg_diff_sample(eps_fn, operator, y_pm: Tensor, sigma_y: float, abar: Tensor
         """log N(x[act at t]; y~ sqrt(a_t/a_tau), 1 - (1 - kappa) a_t/a_tau), (B, n)."""
         act = t >= tau
         ratio = abar[t] / a_tau[act]
-        return _loglik(x[:, :, obs_idx[act]], (target[:, act] * ratio.sqrt())[:, None], (1 - (1 - kappa) * ratio).sqrt())
+        mean = (target[:, act] * ratio.sqrt())[:, None]
+        return _loglik(x[:, :, obs_idx[act]], mean, (1 - (1 - kappa) * ratio).sqrt())
 
     def resample(log_w: Tensor, count: int) -> Tensor:
         """(B, count) ancestor indices ~ softmax(log_w) per image (official Categorical(logits).sample)."""

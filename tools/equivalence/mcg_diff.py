@@ -4,9 +4,9 @@
 
 The official pieces run as they are: ``scripts/hugging_faces_models.py::run_mcg_diff`` (initial particles, the
 ``mcg_diff/particle_filter.py::mcg_diff`` filter, the final draw of one particle from the weights, V and the clamp)
-with ``EpsilonNetSVD`` around a small random eps network (tools/equivalence/tiny_eps.py, added to the exact\neps of N(0, I) data so that the chains stay bounded) and our operators behind
-the DDRM ``H_funcs`` interface the driver expects (V, Vt, Ut, singulars); the observation, singular values and
-coordinate mask are prepared as the driver's ``load_operator`` does (SR: all M coordinates, mask padded with zeros;
+with ``EpsilonNetSVD`` around a small random eps network (tools/equivalence/tiny_eps.py, added to the exact
+eps of N(0, I) data so that the chains stay bounded) and our operators behind the DDRM ``H_funcs`` interface the
+driver calls (V, Vt(for_H=False), to); U^T y, the singular values and the coordinate mask are prepared as the driver's ``load_operator`` does (SR: all M coordinates, mask padded with zeros;
 deblur: zero singular values dropped; inpainting: the kept pixels). The official grid is
 ``linspace(0, 999, steps + 1).long()`` and alphas_cumprod is clipped to [1e-6, 1] as the driver does. Ours is
 ``bench.methods.mcg_diff.mcg_diff_sample`` with ``official_last_step=true`` and torch's default generator as the
