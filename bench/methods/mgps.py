@@ -50,8 +50,8 @@ Not reproduced: ``optimizer: sgd`` (normalised gradient steps; every official co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -129,6 +129,31 @@ def adam_fit(mean: Tensor, logstd: Tensor, loss_fn: Callable[[Tensor, Tensor], T
     return mean.detach(), logstd.detach()
 
 
+def midpoint_loss(mean: Tensor, logstd: Tensor, *, prior_mean: Tensor, prior_logstd: Tensor, x0_fn, mid: int,
+                  log_lik: Callable[[Tensor], Tensor], noise: Callable[[], Tensor]) -> Tensor:
+    """One-sample estimate of KL(q || N(prior_mean, e^{2 prior_logstd})) - log g(x0(x~, mid)), x~ ~ q (official
+    ``_rb_elbo``); x~ itself replaces x0(x~, mid) when mid <= 1. Counts a VJP when the network is called."""
+    sample = mean + logstd.exp() * noise()
+    if mid > 1:
+        x0_fn.vjp += 1
+        sample = x0_fn(sample, mid)
+    return -log_lik(sample) + kl_diag(mean, logstd, prior_mean, prior_logstd)
+
+
+def warm_start_loss(mean: Tensor, logstd: Tensor, *, x_mid: Tensor, mid: int, x0_fn, log_lik: Callable[[Tensor], Tensor],
+                    noise: Callable[[], Tensor]) -> Tensor:
+    """One-sample surrogate of KL(q || p(x_1 | x_mid, y)) (official ``_elbo`` with t_mid = 1): -log g(x~) - entropy
+    - log q(x_mid | mean) (in expectation over q) - <x~, score_1(x~)> with the score at level 1 detached, so its
+    gradient is the reparameterised one of E_q[-log p_1(x~)] (a forward per call, no VJP)."""
+    abar = x0_fn.abar
+    ratio = abar[mid] / abar[1]
+    sample = mean + logstd.exp() * noise()
+    with torch.no_grad():
+        score = (-sample + abar[1] ** 0.5 * x0_fn(sample, 1)) / (1 - abar[1])
+    log_fwd = -0.5 * ((x_mid - ratio**0.5 * mean) ** 2 + ratio * (2 * logstd).exp()).sum() / (1 - ratio)
+    return -log_lik(sample) - logstd.sum() - log_fwd - (sample * score).sum()
+
+
 class Counter:
     """x0(x, level) of an eps function (module docstring), counting forward evaluations and VJPs."""
 
@@ -157,16 +182,9 @@ def mgps_sample(x0_fn: Counter, log_lik: Callable[[Tensor], Tensor], levels: lis
         with torch.no_grad():
             init_mean, init_std = bridge(abar, x, x0, t, mid, 1 if warm else 0)
             prior_mean, prior_std = bridge(abar, x, x0_fn(x, t), t, mid, 0)
-        prior_logstd = prior_std.log()
-
-        def rb_elbo(mean: Tensor, logstd: Tensor) -> Tensor:
-            sample = mean + logstd.exp() * noise()
-            if mid > 1:
-                x0_fn.vjp += 1
-                sample = x0_fn(sample, mid)
-            return -log_lik(sample) + kl_diag(mean, logstd, prior_mean, prior_logstd)
-
-        mean, logstd = adam_fit(init_mean, init_std.log() * torch.ones_like(x), rb_elbo, k, lr, losses)
+        loss = partial(midpoint_loss, prior_mean=prior_mean, prior_logstd=prior_std.log(), x0_fn=x0_fn, mid=mid,
+                       log_lik=log_lik, noise=noise)
+        mean, logstd = adam_fit(init_mean, init_std.log() * torch.ones_like(x), loss, k, lr, losses)
         x_mid = mean + logstd.exp() * noise()
         with torch.no_grad():
             if not warm:
@@ -175,16 +193,8 @@ def mgps_sample(x0_fn: Counter, log_lik: Callable[[Tensor], Tensor], levels: lis
                 x0 = x0_fn(x_mid, mid)
                 continue
             m1, s1 = bridge(abar, x_mid, x0_fn(x_mid, mid), mid, 1, 0)
-        ratio = abar[mid] / abar[1]
-
-        def elbo(mean: Tensor, logstd: Tensor) -> Tensor:
-            sample = mean + logstd.exp() * noise()
-            with torch.no_grad():
-                score = (-sample + abar[1] ** 0.5 * x0_fn(sample, 1)) / (1 - abar[1])
-            log_fwd = -0.5 * ((x_mid - ratio**0.5 * mean) ** 2 + ratio * (2 * logstd).exp()).sum() / (1 - ratio)
-            return -log_lik(sample) - logstd.sum() - log_fwd - (sample * score).sum()
-
-        mean1, logstd1 = adam_fit(m1, s1.log() * torch.ones_like(x), elbo, k, lr, losses)
+        loss = partial(warm_start_loss, x_mid=x_mid, mid=mid, x0_fn=x0_fn, log_lik=log_lik, noise=noise)
+        mean1, logstd1 = adam_fit(m1, s1.log() * torch.ones_like(x), loss, k, lr, losses)
         with torch.no_grad():
             x0 = mean1 + logstd1.exp() * noise()
             b_mean, b_std = bridge(abar, x, x0, t, t_prev, 1)
