@@ -50,6 +50,7 @@ OFFICIAL = {
     ("pnp_dm", "rho"): [10.0, 0.1], ("pnp_dm", "rho_min"): [0.3, 0.1], ("pnp_dm", "rho_decay"): [0.9, 1.0],
     ("dcdp", "lr"): [v[2] for v in dcdp.OFFICIAL.values()] + [300.0, 500.0],  # + nonlinear deblur, phase retrieval
     ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
+    ("mgps", "lr"): [0.03, 0.1], ("mgps", "sigma_y_min"): [0.05], ("mgps", "alpha"): [0.5, 1.0],  # mgps.yaml (gmm, ldm)
 }
 
 _COMPOSED: dict = {}
