@@ -183,11 +183,10 @@ def test_sampler_pulls_toward_the_posterior_and_is_the_prior_without_data():
     """MGPS approximates each backward transition (the DDPM bridge around x0(x_t) stands for p(x_l | x_t), g(x0(x_l))
     for the smoothed likelihood), so even on a Gaussian prior its mean is not the posterior mean: no exactness to
     test. What it does: on inpaint (4 px, sigma_y 0.05), 20 steps, 100 chains, the mean moves from the prior mean
-    toward the closed-form posterior mean, the more the more Adam steps it is given (measured ||mean - post|| /
-    ||M0 - post|| = 0.77 with the official 2 per step, 0.21 with 10), and with an uninformative likelihood (sigma_y
-    1e4) its mean is the prior mean M0 and its spread is at most the prior's: the output x0(x_{t_1}) = E[x0 | x_{t_1}]
-    has std sqrt(a c^2 / (a c^2 + 1 - a)) c = 0.88 c at t_1 = 52 for exact prior draws; measured 0.70 c here (20
-    coarse steps, each Adam fit left at 2 steps from its lagged start)."""
+    toward the closed-form posterior mean, the more the larger the Adam budget (measured ||mean - post|| /
+    ||M0 - post|| = 0.77 with the official lr 0.03 unscaled, 0.12 with the default lr x 300 / steps = 0.45), and with
+    an uninformative likelihood (sigma_y 1e4) it samples the prior: mean M0, and the output x0(x_{t_1}) =
+    E[x0 | x_{t_1}] has std sqrt(a c^2 / (a c^2 + 1 - a)) c = 0.88 c at t_1 = 52 for exact prior draws (measured 0.86 c)."""
     deg = task("inpaint").build(4)
     op = deg.operator
     g = torch.Generator().manual_seed(0)
@@ -203,12 +202,12 @@ def test_sampler_pulls_toward_the_posterior_and_is_the_prior_without_data():
                 * 2 - 1).reshape(B, -1).double()
 
     gap = float((post - M0).norm())
-    few, more = (float((run(grad_steps=k).mean(0) - post).norm()) / gap for k in (2, 10))
-    print(f"\n  mgps Gaussian inpaint: ||mean - post|| / ||M0 - post|| = {few:.2f} (2 Adam steps), {more:.2f} (10)")
-    assert more < 0.35 and few < 0.9 and more < 0.5 * few
+    official, default = (float((run(**kw).mean(0) - post).norm()) / gap for kw in ({"rescale": False}, {}))
+    print(f"\n  mgps Gaussian inpaint: ||mean - post|| / ||M0 - post|| = {official:.2f} (lr 0.03), {default:.2f} (0.45)")
+    assert default < 0.3 and official < 0.9 and default < 0.5 * official
     out = run(sigma_y_min=1e4)
     assert float((out.mean(0) - M0).abs().max()) < 4 * C0 / B**0.5
-    assert 0.6 * C0 < float(out.std(0).mean()) < 0.9 * C0
+    assert 0.75 * C0 < float(out.std(0).mean()) < 0.95 * C0
 
 
 def test_batch_independence_determinism_and_the_time_offset_option():
@@ -236,7 +235,7 @@ def test_tiny_end_to_end_run(tmp_path):
 
 @pytest.mark.parametrize("kw, words", [
     ({"steps": 2}, "steps=2"), ({"steps": 1001}, "exceeds"), ({"alpha": 0.0}, "alpha=0.0"), ({"alpha": 1.5}, "alpha"),
-    ({"lr": -1}, "lr=-1"), ({"sigma_y_min": 0}, "sigma_y_min=0"), ({"threshold": 0.5}, "threshold=0.5"),
+    ({"lr": -1}, "lr=-1"), ({"rescale": "yes"}, "rescale='yes'"), ({"sigma_y_min": 0}, "sigma_y_min=0"), ({"threshold": 0.5}, "threshold=0.5"),
     ({"grad_steps": -1}, "grad_steps=-1"), ({"every": True}, "every=True"), ({"noisy_grad_steps": 2.5}, "2.5")])
 def test_bad_hyper_parameters_are_refused_with_the_fix(kw, words):
     with pytest.raises(ValueError, match="Fix") as err:
