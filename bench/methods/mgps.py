@@ -19,13 +19,13 @@ Moulines & Corff, ICLR 2025).
   1. prior at the midpoint: N(m_l, s_l^2 I) = q(x_l | x_t, x0(x_t, t)) (s = 0);
   2. variational q = N(mu, diag e^{2 lambda}) initialised at the bridge q(x_l | x_t, x0^) from the previous x0^
      (s = 1 when warm, else 0), lambda = log of its std;
-  3. K Adam steps (lr ``lr``, official 0.03, torch defaults) on
+  3. K Adam steps (lr ``lr``, official 0.03, x 300 / steps with ``rescale``; torch defaults) on
      L = KL(q || N(m_l, s_l^2)) + ||y - A x0(x~, l)||^2 / (2 sigma_y^2), x~ = mu + e^lambda z (one fresh z per
      step; x0(x~, l) replaced by x~ itself when l <= 1): one forward and one VJP through the network per step;
   4. x_l = mu + e^lambda z;
   5. not warm: x_{t'} ~ q(x_{t'} | x_t, x_l) (s = l), x0^ = x0(x_l, l);
      warm (warm start): a second fit, of x_1 given x_l: q1 = N(mu1, e^{2 lambda1}) from q(x_1 | x_l, x0(x_l, l)),
-     K Adam steps on -log g(x~1) - sum lambda1 + ||x_l - sqrt(a) mu1||^2 + a sum e^{2 lambda1}) / (2 (1 - a))
+     K Adam steps on -log g(x~1) - sum lambda1 + (||x_l - sqrt(a) mu1||^2 + a sum e^{2 lambda1}) / (2 (1 - a))
      - <x~1, score(x~1)>_sg, a = abar(l) / abar(1), score(x) = (sqrt(abar(1)) x0(x, 1) - x) / (1 - abar(1)) without
      gradient (a forward per step, no VJP); x0^ = x_1 ~ q1 and x_{t'} ~ q(x_{t'} | x_t, x_1) (s = 1).
 * output x0(x_{t_1}, t_1), clamped to [-1, 1].
@@ -41,9 +41,9 @@ the pull a run can exert grows like lr x its number of Adam steps, and the offic
 the official run's total displacement on coarser grids (as DPS's ``rescale`` keeps its total pull);
 ``rescale=false`` uses ``lr`` as is. Measured on the embedded prior, 20 steps, deblur_gauss, one sample photo
 (input 20.58 dB): lr 0.03 unscaled 14.6 dB (the output is a prior sample that ignores y), 0.3 21.7 dB, 0.45 (the
-rescaled default) 20.2 dB (single-photo numbers move by ~1 dB with the noise); 10 Adam steps per step at lr 0.03 22.6 dB (3x the NFE);
-``sigma_y_min=0.005`` at lr 0.03 14.6 dB. On the Gaussian prior (tests) the rescaled lr brings the mean from 0.77 to
-0.12 of the prior-to-posterior distance.
+rescaled default) 20.2 dB (single-photo numbers move by ~1 dB with the noise); 10 Adam steps per step at
+lr 0.03 22.6 dB (3x the NFE); ``sigma_y_min=0.005`` at lr 0.03 14.6 dB. On the Gaussian prior (tests) the
+rescaled lr brings the mean from 0.77 to 0.12 of the prior-to-posterior distance.
 
 Likelihood: log g(x) = -||y - A x||^2 / (2 sigma_y^2), y and sigma_y in [-1, 1] units (``measurement_pm``:
 sigma_y = 2 sigma), floored at ``sigma_y_min`` (default 0.05, the sigma_y of every official run), since the
@@ -153,8 +153,8 @@ def midpoint_loss(mean: Tensor, logstd: Tensor, *, prior_mean: Tensor, prior_log
     return -log_lik(sample) + kl_diag(mean, logstd, prior_mean, prior_logstd)
 
 
-def warm_start_loss(mean: Tensor, logstd: Tensor, *, x_mid: Tensor, mid: int, x0_fn, log_lik: Callable[[Tensor], Tensor],
-                    noise: Callable[[], Tensor]) -> Tensor:
+def warm_start_loss(mean: Tensor, logstd: Tensor, *, x_mid: Tensor, mid: int, x0_fn,
+                    log_lik: Callable[[Tensor], Tensor], noise: Callable[[], Tensor]) -> Tensor:
     """One-sample surrogate of KL(q || p(x_1 | x_mid, y)) (official ``_elbo`` with t_mid = 1): -log g(x~) - entropy
     - log q(x_mid | mean) (in expectation over q) - <x~, score_1(x~)> with the score at level 1 detached, so its
     gradient is the reparameterised one of E_q[-log p_1(x~)] (a forward per call, no VJP)."""

@@ -87,7 +87,8 @@ def test_midpoint_loss_is_an_unbiased_gradient_of_its_closed_form_and_adam_reach
 
     def loss(mu, ls):
         return midpoint_loss(mu, ls, prior_mean=m, prior_logstd=torch.tensor(s, dtype=torch.float64).log(),
-                             x0_fn=x0_fn, mid=mid, noise=lambda: torch.randn(mu.shape, generator=g, dtype=torch.float64),
+                             x0_fn=x0_fn, mid=mid,
+                             noise=lambda: torch.randn(mu.shape, generator=g, dtype=torch.float64),
                              log_lik=lambda x: -0.5 * (y - op.A(x.reshape(x.shape[0], -1))).pow(2).sum() / sigma**2)
 
     def exact_grad(mu, ls):
@@ -186,7 +187,8 @@ def test_sampler_pulls_toward_the_posterior_and_is_the_prior_without_data():
     toward the closed-form posterior mean, the more the larger the Adam budget (measured ||mean - post|| /
     ||M0 - post|| = 0.77 with the official lr 0.03 unscaled, 0.12 with the default lr x 300 / steps = 0.45), and with
     an uninformative likelihood (sigma_y 1e4) it samples the prior: mean M0, and the output x0(x_{t_1}) =
-    E[x0 | x_{t_1}] has std sqrt(a c^2 / (a c^2 + 1 - a)) c = 0.88 c at t_1 = 52 for exact prior draws (measured 0.86 c)."""
+    E[x0 | x_{t_1}] has std sqrt(a c^2 / (a c^2 + 1 - a)) c = 0.88 c at t_1 = 52 for exact prior draws (measured
+    0.86 c)."""
     deg = task("inpaint").build(4)
     op = deg.operator
     g = torch.Generator().manual_seed(0)
@@ -203,7 +205,8 @@ def test_sampler_pulls_toward_the_posterior_and_is_the_prior_without_data():
 
     gap = float((post - M0).norm())
     official, default = (float((run(**kw).mean(0) - post).norm()) / gap for kw in ({"rescale": False}, {}))
-    print(f"\n  mgps Gaussian inpaint: ||mean - post|| / ||M0 - post|| = {official:.2f} (lr 0.03), {default:.2f} (0.45)")
+    print(f"\n  mgps Gaussian inpaint: ||mean - post|| / ||M0 - post|| = {official:.2f} (lr 0.03), "
+          f"{default:.2f} (0.45)")
     assert default < 0.3 and official < 0.9 and default < 0.5 * official
     out = run(sigma_y_min=1e4)
     assert float((out.mean(0) - M0).abs().max()) < 4 * C0 / B**0.5
@@ -224,7 +227,8 @@ def test_batch_independence_determinism_and_the_time_offset_option():
 
 
 def test_tiny_end_to_end_run(tmp_path):
-    """bench.api.run (= python -m bench): adm_tiny on sr4, 4 steps (levels 0, 333, 666, 999): 2 + (2 + 2 + 2 warm) + (2 + 2) = 12 forwards, 4 VJPs."""
+    """bench.api.run (= python -m bench): adm_tiny on sr4, 4 steps (levels 0, 333, 666, 999):
+    2 + (2 + 2 + 2 warm) + (2 + 2) = 12 forwards, 4 VJPs."""
     run = api.run("mgps", "sr4", overrides=["model=adm_tiny", "steps=4", "dataset.limit=1",
                                             f"run.results_root={tmp_path}", "run.progress=false"])
     text = json.dumps(json.loads((run / "manifest.json").read_text()))
@@ -235,7 +239,8 @@ def test_tiny_end_to_end_run(tmp_path):
 
 @pytest.mark.parametrize("kw, words", [
     ({"steps": 2}, "steps=2"), ({"steps": 1001}, "exceeds"), ({"alpha": 0.0}, "alpha=0.0"), ({"alpha": 1.5}, "alpha"),
-    ({"lr": -1}, "lr=-1"), ({"rescale": "yes"}, "rescale='yes'"), ({"sigma_y_min": 0}, "sigma_y_min=0"), ({"threshold": 0.5}, "threshold=0.5"),
+    ({"lr": -1}, "lr=-1"), ({"rescale": "yes"}, "rescale='yes'"), ({"sigma_y_min": 0}, "sigma_y_min=0"),
+    ({"threshold": 0.5}, "threshold=0.5"),
     ({"grad_steps": -1}, "grad_steps=-1"), ({"every": True}, "every=True"), ({"noisy_grad_steps": 2.5}, "2.5")])
 def test_bad_hyper_parameters_are_refused_with_the_fix(kw, words):
     with pytest.raises(ValueError, match="Fix") as err:
