@@ -45,6 +45,14 @@ rescaled default) 20.2 dB (single-photo numbers move by ~1 dB with the noise); 1
 lr 0.03 22.6 dB (3x the NFE); ``sigma_y_min=0.005`` at lr 0.03 14.6 dB. On the Gaussian prior (tests) the
 rescaled lr brings the mean from 0.77 to 0.12 of the prior-to-posterior distance.
 
+Measured (``python -m bench method=mgps task=... dataset.limit=2``: embedded 64-px prior, its 20 steps, 86 forwards
+and 36 VJPs per image, the 2 sample photos, PSNR dB input -> output; CPU, one thread on 2 shared cores at load 7-12,
+so seconds are pessimistic): sr4 bicubic 20.94 -> 18.53 (59 s per image), deblur_gauss 22.90 -> 20.90 (48 s),
+inpaint 11.99 -> 23.96 (38 s), denoise 26.18 -> 24.81 (42 s); with ``rescale=false`` (official lr 0.03 at 20
+steps) 12.64 / 14.25 / 13.33 / 13.59: prior samples. 20 steps stay far from the official 300 (1,532 forwards);
+the lr, alpha and sigma_y_min of the tuning space are untuned here. Peak memory ~1.2 GB (the VJP keeps the
+network's activations).
+
 Likelihood: log g(x) = -||y - A x||^2 / (2 sigma_y^2), y and sigma_y in [-1, 1] units (``measurement_pm``:
 sigma_y = 2 sigma), floored at ``sigma_y_min`` (default 0.05, the sigma_y of every official run), since the
 noiseless tasks here would make it infinite; autograd through A. No tempering.

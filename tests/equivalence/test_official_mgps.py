@@ -1,7 +1,7 @@
 """method=mgps against the official YazidJanati/mgps code, on identical inputs and noise: tools/equivalence/mgps.py
 runs the official ``mgps`` sampler (midpoint VI by Adam through the network, warm start, DDPM bridges) and ours with
 ``official_time_offset=true`` on a small eps network and the sr4 operator, with the official default and FFHQ
-gradient-step rules, and compares the network forward / backward counts (about 15 s on one CPU thread).
+gradient-step rules, and compares the network forward / backward counts (about 10 s of CPU on one thread).
 
 The official code is not part of this repository: set BENCH_OFFICIAL_MGPS to a checkout of
 https://github.com/YazidJanati/mgps to run it."""
