@@ -51,6 +51,7 @@ OFFICIAL = {
     ("dcdp", "lr"): [v[2] for v in dcdp.OFFICIAL.values()] + [300.0, 500.0],  # + nonlinear deblur, phase retrieval
     ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
     ("mcg_diff", "kappa"): [1e-4], ("mcg_diff", "eta"): [1.0],  # mcg_diff/default.yaml gaussian_var, ddim_100.yaml
+    ("mgps", "lr"): [0.03, 0.1], ("mgps", "sigma_y_min"): [0.05], ("mgps", "alpha"): [0.5, 1.0],  # mgps.yaml (gmm, ldm)
 }
 
 _COMPOSED: dict = {}
