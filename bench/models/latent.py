@@ -71,6 +71,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bench.cli_errors import reject_unknown_keys
 from bench.diffusion import alphas_cumprod
 from bench.models.assets import AssetError
 from bench.models.diffusers_prior import schedule_betas
@@ -217,9 +218,7 @@ def _check_config(model: dict) -> None:
     for key in ("name", "kind", "image_size"):
         if key not in model:
             raise ValueError(f"model {name!r} lacks key {key!r}; see conf/model/latent_tiny.yaml")
-    bad = [k for k in model if k not in KEYS]
-    if bad:
-        raise ValueError(f"model {name!r} (kind {model['kind']}): unknown key(s) {bad}; allowed: {list(KEYS)}")
+    reject_unknown_keys(f"model {name!r} (kind {model['kind']})", model, KEYS)
     if model.get("dtype", "float32") not in DTYPES:
         raise ValueError(f"model {name!r}: dtype={model.get('dtype')!r} is not one of {list(DTYPES)}. "
                          "Fix: model.dtype=float32")
