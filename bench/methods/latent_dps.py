@@ -23,7 +23,9 @@ image size, and neither do we (both officials run 500 / 1000 DDIM steps: fewer s
 Units: y is the harness's measurement converted once to [-1, 1] (:func:`bench.methods.prior_method.measurement_pm`),
 as the official codes' operators act on [-1, 1] pictures. ``loss_noise`` (off by default) reproduces PSLD's
 ``noiser(A x^)``: fresh measurement noise (std 2 sigma in [-1, 1] units, from the image's generator) is added to
-A D(z0^) before the norm at every step.
+A D(z0^) before the norm at every step. ``official_pseudo_x0`` (off by default) reproduces ReSample's loss point: its
+sampler evaluates the loss at ``pseudo_x0 = (z_t - (1 - a_t) eps) / sqrt(a_t)`` (``p_sample_ddim``; (1 - a_t) where
+Tweedie has sqrt(1 - a_t)), not at the z0^ its DDIM step uses; PSLD uses z0^.
 
 Cost per image (exact, counted): K UNet forwards (2K rows with CFG) + K UNet VJPs, K + 1 decoder forwards (the last
 decodes the output) + K decoder VJPs, no encoder calls. ``last_nfe`` = UNet forward rows; ``last_cost`` has all.
@@ -51,10 +53,11 @@ DEFAULT_SCALES = {"abar": 0.5, "constant": 1.0}
 def latent_dps_sample(prior: LatentPrior, A: Callable[[Tensor], Tensor], y_pm: Tensor, timesteps: list[int],
                       zeta: Callable[[int], float], z_T: Tensor, eta: float = 0.0,
                       noise: Callable[[], Tensor] | None = None,
-                      loss_noise: Callable[[], Tensor] | None = None) -> tuple[Tensor, int]:
+                      loss_noise: Callable[[], Tensor] | None = None, pseudo_x0: bool = False) -> tuple[Tensor, int]:
     """Latent-DPS (module docstring). ``A``: flat (B, N) [-1, 1] pictures -> (B, M); ``y_pm`` (B, M); ``timesteps``
     descending; ``zeta(t)`` the step size; ``noise()`` a fresh latent-shaped standard normal (needed when eta > 0);
-    ``loss_noise()`` a fresh (B, M) noise added to A D(z0^) (PSLD's noiser) or None. Returns (z_0, VJPs made)."""
+    ``loss_noise()`` a fresh (B, M) noise added to A D(z0^) (PSLD's noiser) or None; ``pseudo_x0``: the loss at
+    ReSample's (z_t - (1 - a_t) eps) / sqrt(a_t) instead of z0^. Returns (z_0, VJPs made)."""
     z = z_T
     B = z.shape[0]
     for k, t in enumerate(timesteps):
@@ -65,6 +68,8 @@ def latent_dps_sample(prior: LatentPrior, A: Callable[[Tensor], Tensor], y_pm: T
             eps = prior.eps(z, t)
             xi = noise() if eta > 0 else None
             z_next, z0 = ddim_step(z, eps, a_t, a_p, eta, xi)
+            if pseudo_x0:
+                z0 = (z - (1 - a_t) * eps) / a_t ** 0.5
             Ax = A(prior.decode(z0).reshape(B, -1))
             if loss_noise is not None:
                 Ax = Ax + loss_noise()
@@ -80,7 +85,7 @@ class LatentDPS(LatentMethod):
     name = "latent_dps"
 
     def __init__(self, model: dict, steps: int = 500, zeta: str = "abar", scale: float | None = None,
-                 eta: float = 0.0, loss_noise: bool = False):
+                 eta: float = 0.0, loss_noise: bool = False, official_pseudo_x0: bool = False):
         super().__init__(model)
         T = int((self.model.get("diffusion") or {}).get("steps", 1000))
         self.steps = check_steps(self.name, steps, fix="steps=500 (ReSample's DDIM steps) or fewer for a quick run",
@@ -93,7 +98,10 @@ class LatentDPS(LatentMethod):
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0 (both officials' DDIM)")
         if not isinstance(loss_noise, bool):
             raise ValueError(f"latent_dps: loss_noise={loss_noise!r} must be true or false. Fix: method.loss_noise=false")
-        self.loss_noise = loss_noise
+        if not isinstance(official_pseudo_x0, bool):
+            raise ValueError(f"latent_dps: official_pseudo_x0={official_pseudo_x0!r} must be true or false. "
+                             "Fix: method.official_pseudo_x0=false")
+        self.loss_noise, self.official_pseudo_x0 = loss_noise, official_pseudo_x0
 
     def step_size(self, t: int) -> float:
         return self.scale * float(self.prior.abar[t]) if self.zeta == "abar" else self.scale
@@ -111,7 +119,8 @@ class LatentDPS(LatentMethod):
             loss_noise = lambda: sigma_y * seeding.randn(generators, tuple(y_pm.shape[1:]), self.device)  # noqa: E731
         self.start_counting()
         z0, vjps = latent_dps_sample(prior, op.A, y_pm, prior.timesteps(self.steps), self.step_size,
-                                     seeding.randn(generators, shape, self.device), self.eta, noise, loss_noise)
+                                     seeding.randn(generators, shape, self.device), self.eta, noise, loss_noise,
+                                     self.official_pseudo_x0)
         with torch.no_grad():
             x = prior.decode(z0)
         self.add_vjp(unet=vjps * B * (2 if prior.text is not None and prior.text[0] is not None else 1),
@@ -133,5 +142,6 @@ class LatentDPS(LatentMethod):
                 "zeta": self.zeta, "scale": self.scale,
                 "step_size": "scale * abar_t" if self.zeta == "abar" else "scale (constant)",
                 "loss": "||y - A D(z0^)||_2 per image (not squared)", "loss_noise": self.loss_noise,
+                "official_pseudo_x0": self.official_pseudo_x0,
                 "nfe": self.expected_cost()["unet_forward"], "cost_per_image": self.expected_cost(),
                 "model": self.model_info()}

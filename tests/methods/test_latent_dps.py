@@ -77,6 +77,26 @@ def test_step_is_ddim_minus_zeta_times_the_finite_difference_gradient():
     assert torch.isfinite(out).all() and z_ddim.shape == out.shape
 
 
+def test_official_pseudo_x0_moves_the_loss_point():
+    """ReSample's loss at (z - (1 - a) eps) / sqrt(a); the DDIM part still uses Tweedie's z0^."""
+    prior = float64(load_latent_prior(KL, "cpu"))
+    deg = task("deblur_gauss").build(16)
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(1, *prior.latent_shape(16), generator=g, dtype=torch.float64)
+    y = deg.operator.A(torch.rand(1, deg.operator.N, generator=g, dtype=torch.float64) * 2 - 1)
+    t, a = 300, prior.abar[300].item()
+    zz = z.clone().requires_grad_(True)
+    eps = prior.eps(zz, t)
+    loss = (y - deg.operator.A(prior.decode((zz - (1 - a) * eps) / a ** 0.5).reshape(1, -1))).norm()
+    (grad,) = torch.autograd.grad(loss, zz)
+    with torch.no_grad():
+        z_ddim, _ = ddim_step(z, eps, a, 1.0)
+    out, _ = latent_dps_sample(prior, deg.operator.A, y, [t], lambda _: 0.2, z, pseudo_x0=True)
+    torch.testing.assert_close(out, z_ddim - 0.2 * grad, rtol=0, atol=1e-12)
+    plain, _ = latent_dps_sample(prior, deg.operator.A, y, [t], lambda _: 0.2, z)
+    assert (plain - out).abs().max() > 1e-6
+
+
 def test_step_size_rules():
     m = dps()
     assert m.scale == 0.5 and m.step_size(500) == pytest.approx(0.5 * m.prior.abar[500].item())  # ReSample
