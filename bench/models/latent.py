@@ -188,7 +188,8 @@ class LatentPrior:
                 out = self.unet(zin, t, encoder_hidden_states=cond.expand(B, -1, -1)).sample
             else:
                 emb = torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
-                out_u, out_c = self.unet(torch.cat([zin, zin]), torch.cat([t, t]), encoder_hidden_states=emb).sample.chunk(2)
+                out = self.unet(torch.cat([zin, zin]), torch.cat([t, t]), encoder_hidden_states=emb).sample
+                out_u, out_c = out.chunk(2)
                 out = out_u + self.guidance_scale * (out_c - out_u)
         else:
             out = self.unet(zin, t).sample
