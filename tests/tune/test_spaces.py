@@ -23,7 +23,8 @@ WITHOUT_SPACE = {"bicubic", "zero_dce", "repaint", "sr3", "palette"}  # repaint:
 SPACED = [m for m in METHODS if m not in WITHOUT_SPACE]
 #: knobs that set the budget (NFE, iterations, candidates) or the cell (prior, variant): never searched
 BUDGET_OR_IDENTITY = {"_target_", "name", "model", "steps", "iterations", "candidates", "candidate_batch", "stages",
-                      "travel_length", "travel_repeat", "generator", "ldm", "variant", "plus", "strategy"}
+                      "travel_length", "travel_repeat", "generator", "ldm", "variant", "plus", "strategy",
+                      "particles"}
 
 # the official values the YAML comments name (docs/tuning-spaces.md), per (method, key)
 _DGP_OFFICIAL_LR_Z = [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 2e-3, 1e-3, 2e-5, 1e-5, 1e-5, 2e-3, 1e-3, 5e-4, 5e-5, 2e-5]
@@ -50,6 +51,7 @@ OFFICIAL = {
     ("pnp_dm", "rho"): [10.0, 0.1], ("pnp_dm", "rho_min"): [0.3, 0.1], ("pnp_dm", "rho_decay"): [0.9, 1.0],
     ("dcdp", "lr"): [v[2] for v in dcdp.OFFICIAL.values()] + [300.0, 500.0],  # + nonlinear deblur, phase retrieval
     ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
+    ("fps_smc", "c_rate"): [0.95],  # FPS-SMC sample_condition.py --c_rate
 }
 
 _COMPOSED: dict = {}
