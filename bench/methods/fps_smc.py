@@ -47,10 +47,13 @@ Deliberate differences from the official code, each reproducible where it change
   initialises as ours. ``official_init=true`` reproduces the SVD path for every operator.
 * official adds 1e-6 to v in r = a / (v + 1e-6) (``ex_values``) but not in its weights; we use r = a / v
   (1 % of r at the last step of 1000, less elsewhere).
-* not reproduced: official SR measures y with DPS's bicubic ``Resizer`` and samples with DDRM's block-average
-  SVD (its SR weights use the ``Resizer``; its deblur weights mix the SVD blur with the reflect-padded conv):
-  here one task operator serves the measurement, the proposal and the weights (docs/methods.md "Where we
-  differ"). Run ``task=sr4`` (block average, the sampler's operator) or ``task=sr4_bicubic`` (bicubic).
+* the operators: official SR measures y with DPS's bicubic ``Resizer`` (also in its y-sequence and weights) but
+  proposes through DDRM's block-average SVD; here one task operator serves the measurement, the proposal and the
+  weights. ``official_sr_operator=true`` reproduces the mismatch on a convolutional SR task (``task=sr4_bicubic``:
+  init and proposal through the block average of the same factor, y-sequence and weights with the task's
+  bicubic operator, official's three weight terms as written, :func:`literal_log_weights`; it needs sigma_y > 0:
+  noiseless tasks are skipped with that reason unless ``official_sigma_y=true``). Official's deblur weights
+  also mix the SVD blur with the reflect-padded conv: not reproduced.
 * noise: all randomness from the per-image generators; the y-sequence is drawn lazily between the steps
   (official draws all of it first), the uniforms of the resampling come from the same generator.
 
@@ -83,7 +86,8 @@ from bench import seeding
 from bench.diffusion import alphas_cumprod, timesteps
 from bench.methods.ddrm import _spectral_setup
 from bench.methods.prior_method import PriorMethod, check_number, check_steps
-from bench.tasks import Degradation
+from bench.operators import SRConv, SuperResolution
+from bench.tasks import Degradation, Task
 
 #: official ``GaussianDiffusion.__init__``: self.sigma = 0.05 ([-1, 1] units), whatever the task's noise
 OFFICIAL_SIGMA_Y = 0.05
@@ -143,13 +147,30 @@ def resample(logw: Tensor, uniforms: Tensor) -> Tensor:
     return idx.clamp(max=logw.shape[-1] - 1)
 
 
+def literal_log_weights(op_w, xp: Tensor, m: Tensor, mu: Tensor, y: Tensor, v: float, var_q: float,
+                        var_w: float) -> Tensor:
+    """Official's three terms as written, log N(y; A_w x', var_w) + log N(x'; m, v) - log q(x') with
+    log q(x') = -|x' - mu|^2 / (2 v) - |A_w (x' - mu)|^2 / (2 var_q) (+ const), in float64, for a weight operator A_w
+    that is not the proposal's (``official_sr_operator``); xp, m, mu (B, P, N) pixels, y (B, M). Needs var_q > 0."""
+    B, P, N = xp.shape
+    xp, m, mu, y = xp.double(), m.double(), mu.double(), y.double()
+
+    def A(t: Tensor) -> Tensor:  # noqa: N802
+        return op_w.A(t.reshape(B * P, N)).reshape(B, P, -1)
+
+    return (-(y.unsqueeze(1) - A(xp)).pow(2).sum(-1) / (2 * var_w) - (xp - m).pow(2).sum(-1) / (2 * v)
+            + (xp - mu).pow(2).sum(-1) / (2 * v) + A(xp - mu).pow(2).sum(-1) / (2 * var_q))
+
+
 def fps_smc_sample(eps_fn: Callable[[Tensor, int], Tensor], operator, y_pm: Tensor, sigma_y: float, ts: list[int],
                    abar: Tensor, *, c: float, particles: int, clip: bool, official_index: bool,
                    official_init: bool, noise_y: Callable[[], Tensor], noise_x: Callable[[tuple[int, ...]], Tensor],
-                   uniform: Callable[[], Tensor]) -> tuple[Tensor, int]:
+                   uniform: Callable[[], Tensor], measure_op=None) -> tuple[Tensor, int]:
     """FPS-SMC (module docstring). eps_fn(x (B*P, C, H, W), t) -> eps; y_pm (B, M) in [-1, 1] units; ts, abar from
     :func:`fps_schedule`; noise_y() -> (B, N), noise_x(shape) -> (B, *shape) standard normals, uniform() -> (B, P)
-    in [0, 1). Returns (particle 0's x0^ at tau_0 (B, C, H, W), NFE)."""
+    in [0, 1). ``measure_op`` (official SR): the operator that made y, used for the y-sequence and the weights
+    (:func:`literal_log_weights`) while ``operator`` serves the init and the proposal. Returns (particle 0's x0^ at
+    tau_0 (B, C, H, W), NFE)."""
     B, P, N, dt = y_pm.shape[0], particles, operator.N, y_pm.dtype
     s, observed, _, _ = _spectral_setup(operator, y_pm)
     a = abar.tolist()
@@ -161,7 +182,7 @@ def fps_smc_sample(eps_fn: Callable[[Tensor, int], Tensor], operator, y_pm: Tens
     def to_image(xbar: Tensor) -> Tensor:
         return operator.V(xbar.reshape(B * P, N)).reshape(B, P, N)
 
-    ys = measurement_sequence(operator, y_pm, abar, c, noise_y)
+    ys = measurement_sequence(measure_op or operator, y_pm, abar, c, noise_y)
     # 2. init (no network call): official conditions on y_{K-1} (level K-1) and then calls the net at tau_{K-2};
     # aligned, the init is x_{K-2} given y_{K-2} (y_{K-1} only starts the bridge)
     k0 = K - 1 if official_index else K - 2
@@ -186,14 +207,19 @@ def fps_smc_sample(eps_fn: Callable[[Tensor, int], Tensor], operator, y_pm: Tens
         m = math.sqrt(a_prev) * x0 + math.sqrt((1 - a_prev) * (1 - c)) * eps
         if j == 0:
             return m[:, 0].reshape(B, *operator.x_shape), nfe // B
-        u, v = spectral_u(next(ys)), c * (1 - a_prev)  # y_j (official) or y_{j-1} (aligned)
+        y_t = next(ys)  # y_j (official) or y_{j-1} (aligned)
+        u, v = spectral_u(y_t), c * (1 - a_prev)
         a_q = a_j if official_index else a_prev
         mbar = operator.Vt(m.reshape(B * P, N)).reshape(B, P, N)
         mean, std = proposal(mbar, u, s, observed, v, a_q * sigma_y**2)
         z = noise_x((P, N))
         xbar = mean + std * z
-        if P > 1:
+        if P > 1 and measure_op is not None:
+            logw = literal_log_weights(measure_op, to_image(xbar), m, to_image(mean), y_t, v, a_q * sigma_y**2,
+                                       a_prev * sigma_y**2)
+        elif P > 1:
             logw = log_weights(mbar, z, u, s, observed, v, sigma_y, a_q, a_prev)
+        if P > 1:
             idx = resample(logw, uniform())
             xbar = xbar.gather(1, idx.unsqueeze(-1).expand(B, P, N))
         x = to_image(xbar)
@@ -208,7 +234,7 @@ class FPSSMC(PriorMethod):
 
     def __init__(self, model: dict, steps: int = 1000, particles: int = 5, c_rate: float = 0.95,
                  clip_denoised: bool = True, official_sigma_y: bool = False, official_index: bool = False,
-                 official_init: bool = False):
+                 official_init: bool = False, official_sr_operator: bool = False):
         super().__init__(model)
         n = self.name
         self.steps = check_steps(n, steps, 2, fix="steps=1000 (official: every training step) or fewer, >= 2",
@@ -223,9 +249,26 @@ class FPSSMC(PriorMethod):
         self.official_sigma_y = bool(official_sigma_y)
         self.official_index = bool(official_index)
         self.official_init = bool(official_init)
+        self.official_sr_operator = bool(official_sr_operator)
         self.ts: list[int] | None = None
         self.abar: Tensor | None = None
         self.last_params: dict | None = None
+
+    def unsupported_reason(self, task: Task) -> str | None:
+        reason = super().unsupported_reason(task)
+        if (reason is None and self.official_sr_operator and issubclass(task.operator_class, SRConv)
+                and task.sigma == 0 and not self.official_sigma_y):
+            reason = (f"fps_smc: official_sr_operator=true weighs with the measurement operator, which needs sigma_y > "
+                      f"0, and task {task.name!r} is noiseless. Fix: method.official_sigma_y=true (official's 0.05) "
+                      "or a noisy task")
+        return reason
+
+    def sampler_operator(self, op):
+        """(proposal operator, measurement operator or None): with ``official_sr_operator`` a convolutional SR task
+        (``sr4_bicubic``) is sampled through the block-average SVD of the same factor, as official's SR branch."""
+        if self.official_sr_operator and isinstance(op, SRConv):
+            return SuperResolution(op.channels, op.size, op.device, factor=op.stride), op
+        return op, None
 
     @property
     def nfe(self) -> int:
@@ -237,18 +280,22 @@ class FPSSMC(PriorMethod):
     def restore(self, y: Tensor, degradation: Degradation, generators) -> Tensor:
         self._require_prior()
         op, dev = degradation.operator, self.device
+        reason = self.unsupported_reason(degradation.task)
+        if reason is not None:
+            raise ValueError(reason)
+        sampler_op, measure_op = self.sampler_operator(op)
         with torch.no_grad():
             y_pm, sigma_y = self.measurement(y, degradation)
             if self.official_sigma_y:
                 sigma_y = OFFICIAL_SIGMA_Y
             x0, nfe = fps_smc_sample(
-                self.eps, op, y_pm, sigma_y, self.ts, self.abar, c=self.c_rate, particles=self.particles,
+                self.eps, sampler_op, y_pm, sigma_y, self.ts, self.abar, c=self.c_rate, particles=self.particles,
                 clip=self.clip_denoised, official_index=self.official_index,
                 official_init=self.official_init, noise_y=lambda: seeding.randn(generators, (op.N,), dev),
                 noise_x=lambda shape: seeding.randn(generators, shape, dev),
-                uniform=lambda: seeding.rand(generators, (self.particles,), dev))
+                uniform=lambda: seeding.rand(generators, (self.particles,), dev), measure_op=measure_op)
         self.last_nfe = nfe
-        self.last_params = {"sigma_y": sigma_y}
+        self.last_params = {"sigma_y": sigma_y, "sampler_operator": sampler_op.describe()}
         return self.to_image(x0)
 
     def describe(self) -> dict:
@@ -258,5 +305,6 @@ class FPSSMC(PriorMethod):
                 "nfe_rule": "(steps - 1) x particles; no backprop through the prior", "c_rate": self.c_rate,
                 "clip_denoised": self.clip_denoised, "official_sigma_y": self.official_sigma_y,
                 "official_index": self.official_index, "official_init": self.official_init,
+                "official_sr_operator": self.official_sr_operator,
                 "timesteps": self.ts, "model": self.model_info(),
                 "sigma_y_units": "[-1, 1] (2 x task sigma)" if not self.official_sigma_y else "[-1, 1], fixed 0.05"}

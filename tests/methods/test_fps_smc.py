@@ -191,3 +191,38 @@ def test_bad_hyper_parameters_fail_clearly(kw, words):
     with pytest.raises(ValueError, match="fps_smc") as e:
         FPSSMC(GAUSS_MODEL, **kw)
     assert words in str(e.value) and "Fix" in str(e.value)
+
+
+def test_officials_three_weight_terms_drive_the_same_run_when_one_operator_measures_and_proposes():
+    """``measure_op`` (official SR path) weighs with official's literal terms; with the proposal's own operator they
+    equal the closed form up to a constant, so a whole run (float64, same noise) is the same."""
+    deg, x, y = problem("sr4", size=8, n=2, sigma=0.05)
+    op, P = deg.operator, 4
+    eps, (ts, abar) = gaussian_eps(0.1, 0.5), fps_schedule(BETAS, 6)
+    outs = []
+    for measure_op in (None, op):
+        g = torch.Generator().manual_seed(5)
+        out, _ = fps_smc_sample(lambda z, t: eps(z, torch.full((z.shape[0],), t)), op, y, 0.1, ts, abar, c=0.95,
+                                particles=P, clip=True, official_index=True, official_init=False,
+                                noise_y=lambda: torch.randn(2, op.N, generator=g, dtype=F64),
+                                noise_x=lambda sh: torch.randn(2, *sh, generator=g, dtype=F64),
+                                uniform=lambda: torch.rand(2, P, generator=g, dtype=F64), measure_op=measure_op)
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-9, rtol=0)
+
+
+def test_official_sr_operator_samples_bicubic_sr_through_the_block_average():
+    m = FPSSMC(GAUSS_MODEL, steps=6, particles=3, official_sr_operator=True)
+    m.use_prior(gaussian_prior(0.1, 0.5, size=8), "cpu")
+    assert "official_sigma_y=true" in m.unsupported_reason(task("sr4_bicubic"))  # noiseless: weights need sigma_y
+    assert m.unsupported_reason(task("sr4_bicubic", sigma=0.025)) is None and m.unsupported_reason(task("sr4")) is None
+    deg = task("sr4_bicubic", sigma=0.025).build(8)
+    y = deg.degrade(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)), gens([0, 1], "degrade"))
+    out = m.restore(y, deg, gens([0, 1]))
+    assert m.last_params["sampler_operator"]["operator"] == "sr_block" and torch.isfinite(out).all()
+    plain = FPSSMC(GAUSS_MODEL, steps=6, particles=3)
+    plain.use_prior(gaussian_prior(0.1, 0.5, size=8), "cpu")
+    assert (plain.restore(y, deg, gens([0, 1])) - out).abs().max() > 1e-3
+    block = task("sr4").build(8)  # the block-average task itself: the option changes nothing
+    yb = block.degrade(torch.rand(1, 3, 8, 8), gens([0], "degrade"))
+    assert torch.equal(m.restore(yb, block, gens([0])), plain.restore(yb, block, gens([0])))

@@ -15,6 +15,9 @@ It imports the official ``guided_diffusion`` package from that checkout (nothing
   ``operator``, through official's generic SVD branch (``op`` = neither of its named tasks);
 * float64 throughout (the net, the image, the noise: official computes in the image's dtype; in float32 its
   (I + A^T A / r)^-1 (m + A^T y / r) loses m in pixel space where r ~ 1e-7, printed as a documented difference);
+* official's SR branch (``op="super_resolution"``) on ``sr4_bicubic``: y, its sequence and the weights through our
+  bicubic operator, the proposal through our block-average ``SuperResolution`` (given to official in place of its
+  own, whose SVD basis differs) vs ours with ``official_sr_operator=true`` (``measure_op``);
 * the same normals (official draws from torch's global generator: the whole y-sequence, one init draw, then one
   draw per particle per step; ours gets them in that order) and the same resampling uniforms (official
   ``random.choices``; ours reads Python's ``random.random()`` after the same seed).
@@ -85,9 +88,10 @@ def adapter(svd_replacement, op, dtype):
     return Ours()
 
 
-def compare(gd, svd, net, task_name: str, patched: bool, dtype=torch.float64) -> float:
+def compare(gd, svd, net, task_name: str, patched: bool, dtype=torch.float64, sr_branch: bool = False) -> float:
     from bench.diffusion import make_betas
     from bench.methods.fps_smc import OFFICIAL_SIGMA_Y, fps_schedule, fps_smc_sample
+    from bench.operators import SuperResolution
     from tests.methods.test_ddrm import task
 
     deg = task(task_name).build(SIZE)
@@ -105,10 +109,15 @@ def compare(gd, svd, net, task_name: str, patched: bool, dtype=torch.float64) ->
             sampler.ex_values = sampler.variance_diff / sampler.posterior_variance
     wrapped = adapter(svd, op, dtype)
     sampler.task_Svd = wrapped
+    block = None
+    if sr_branch:  # official's SR branch builds its block-average SVD itself: hand it ours (same basis as our run)
+        block = SuperResolution(3, SIZE, factor=4)
+        gd.SuperResolution = lambda **_: adapter(svd, block, dtype)
     torch.manual_seed(1)
     random.seed(2)
     ref = sampler.p_sample_loop(model=net, x_start=torch.randn(1, 3, SIZE, SIZE, dtype=dtype), measurement=y.reshape(1, 1, 1, -1),
-                                measurement_cond_fn=None, operator=wrapped, op="svd", mask=None, record=False,
+                                measurement_cond_fn=None, operator=wrapped,
+                                op="super_resolution" if sr_branch else "svd", mask=None, record=False,
                                 save_root=None).detach()
 
     # the same normals in official's order: x_start, K y-sequence draws, one init draw, then P per step
@@ -126,10 +135,12 @@ def compare(gd, svd, net, task_name: str, patched: bool, dtype=torch.float64) ->
         return torch.stack([torch.randn(1, 3, SIZE, SIZE, dtype=dtype).reshape(-1) for _ in range(P)])[None]
 
     ts, abar = fps_schedule(make_betas("linear", 1000), K)
-    out, nfe = fps_smc_sample(lambda z, t: net(z, torch.full((z.shape[0],), t))[:, :3], op, y, OFFICIAL_SIGMA_Y, ts,
+    out, nfe = fps_smc_sample(lambda z, t: net(z, torch.full((z.shape[0],), t))[:, :3], block or op, y,
+                              OFFICIAL_SIGMA_Y, ts,
                               abar, c=0.95, particles=P, clip=True, official_index=True, official_init=True,
                               noise_y=lambda: y_noise.pop(0), noise_x=noise_x,
-                              uniform=lambda: torch.tensor([[random.random() for _ in range(P)]], dtype=torch.float64))
+                              uniform=lambda: torch.tensor([[random.random() for _ in range(P)]], dtype=torch.float64),
+                              measure_op=op if sr_branch else None)
     assert nfe == (K - 1) * P
     return float((ref.detach() - out).abs().max())
 
@@ -144,6 +155,8 @@ def main() -> int:
     for name in ("sr4", "deblur_gauss", "inpaint"):
         diffs[f"{name}: {K} steps x {P} particles, output image"] = compare(gd, svd, net, name, patched=True)
         info[f"{name}: official r = a / (v + 1e-6), unpatched"] = compare(gd, svd, net, name, patched=False)
+    diffs[f"sr4_bicubic, official SR branch (block-average proposal, bicubic y and weights)"] = compare(
+        gd, svd, net, "sr4_bicubic", patched=True, sr_branch=True)
     # official in float32 (its own precision): m + A^T y / r with r ~ 1e-7 at the top swamps m in pixel space
     info["sr4: float32 (official's dtype), patched"] = compare(gd, svd, net, "sr4", patched=True, dtype=torch.float32)
     width = max(map(len, [*diffs, *info]))
