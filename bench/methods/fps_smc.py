@@ -244,7 +244,7 @@ class FPSSMC(PriorMethod):
                              "SMC). Fix: method.particles=5 (official --particle_size)")
         self.particles = particles
         self.c_rate = check_number(n, "c_rate", c_rate, 0.0, 1.0, low_open=True,
-                                   fix="method.c_rate=0.95 (official --c_rate; 0 would make the proposal deterministic)")
+                                   fix="method.c_rate=0.95 (official --c_rate; 0: a deterministic proposal)")
         self.clip_denoised = bool(clip_denoised)
         self.official_sigma_y = bool(official_sigma_y)
         self.official_index = bool(official_index)

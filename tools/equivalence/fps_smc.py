@@ -1,6 +1,7 @@
-"""Check method=fps_smc against the official FPS-SMC code (ZehaoDou-official/FPS-SMC-2023) on identical inputs and noise.
+"""Check method=fps_smc against the official FPS-SMC code (ZehaoDou-official/FPS-SMC-2023) on identical inputs
+and noise.
 
-    python tools/equivalence/fps_smc.py /path/to/FPS-SMC-2023   # a checkout of github.com/ZehaoDou-official/FPS-SMC-2023
+    python tools/equivalence/fps_smc.py /path/to/FPS-SMC-2023   # github.com/ZehaoDou-official/FPS-SMC-2023
 
 It imports the official ``guided_diffusion`` package from that checkout (nothing of it is copied here; its unused
 ``motionblur`` import is stubbed) and runs official ``DDIM.p_sample_loop`` (``create_sampler`` with the official
@@ -115,7 +116,8 @@ def compare(gd, svd, net, task_name: str, patched: bool, dtype=torch.float64, sr
         gd.SuperResolution = lambda **_: adapter(svd, block, dtype)
     torch.manual_seed(1)
     random.seed(2)
-    ref = sampler.p_sample_loop(model=net, x_start=torch.randn(1, 3, SIZE, SIZE, dtype=dtype), measurement=y.reshape(1, 1, 1, -1),
+    ref = sampler.p_sample_loop(model=net, x_start=torch.randn(1, 3, SIZE, SIZE, dtype=dtype),
+                                measurement=y.reshape(1, 1, 1, -1),
                                 measurement_cond_fn=None, operator=wrapped,
                                 op="super_resolution" if sr_branch else "svd", mask=None, record=False,
                                 save_root=None).detach()
