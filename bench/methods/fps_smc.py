@@ -68,7 +68,8 @@ particles = 95 NFE per image, the 2 sample photos, PSNR dB input -> output; inpu
 30 s (load ~5) to 70-85 s (load ~9) per image on one thread of a shared 2-core machine): sr4 20.94 -> 20.88,
 deblur_gauss 22.90 -> 37.30, inpaint 11.99 -> 29.33, denoise 26.18 -> 28.24. ``official_index=true`` (official's
 step offset) on deblur_gauss: 21.91, below its input (the offset conditions every x_{t-1} on the measurement one
-level too noisy; negligible at 1000 steps, ruinous at 20); on sr4 20.38. 50 steps (245 NFE) on deblur_gauss: 37.44 (~140 s per image).
+level too noisy; negligible at 1000 steps, ruinous at 20); on sr4 20.38. 50 steps (245 NFE) on deblur_gauss: 37.44
+(~140 s per image).
 
 Cost: NFE = (steps - 1) x particles, no backprop through the prior; per step one V^T, one U^T and one V per
 particle (the operator's SVD), plus two A for the y-sequence.
