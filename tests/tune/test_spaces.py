@@ -23,7 +23,8 @@ WITHOUT_SPACE = {"bicubic", "zero_dce", "repaint", "sr3", "palette"}  # repaint:
 SPACED = [m for m in METHODS if m not in WITHOUT_SPACE]
 #: knobs that set the budget (NFE, iterations, candidates) or the cell (prior, variant): never searched
 BUDGET_OR_IDENTITY = {"_target_", "name", "model", "steps", "iterations", "candidates", "candidate_batch", "stages",
-                      "travel_length", "travel_repeat", "generator", "ldm", "variant", "plus", "strategy"}
+                      "travel_length", "travel_repeat", "generator", "ldm", "variant", "plus", "strategy",
+                      "particles"}
 
 # the official values the YAML comments name (docs/tuning-spaces.md), per (method, key)
 _DGP_OFFICIAL_LR_Z = [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 2e-3, 1e-3, 2e-5, 1e-5, 1e-5, 2e-3, 1e-3, 5e-4, 5e-5, 2e-5]
@@ -53,6 +54,7 @@ OFFICIAL = {
     ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
     ("mcg_diff", "kappa"): [1e-4], ("mcg_diff", "eta"): [1.0],  # mcg_diff/default.yaml gaussian_var, ddim_100.yaml
     ("mgps", "lr"): [0.03, 0.1], ("mgps", "sigma_y_min"): [0.05], ("mgps", "alpha"): [0.5, 1.0],  # mgps.yaml (gmm, ldm)
+    ("fps_smc", "c_rate"): [0.95],  # FPS-SMC sample_condition.py --c_rate
 }
 
 _COMPOSED: dict = {}
