@@ -420,3 +420,23 @@ def test_writer_code_paths_are_warmed_up_before_timing():
             "r.warm_up_writer(); assert 'PIL.PngImagePlugin' in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_perf_times_latent_solvers_on_the_latent_prior(tmp_path):
+    """A latent solver is timed on --latent-model (random latent_tiny at its own 64 px), fp32 only, beside a pixel
+    solver on --model; a pixel model given as --latent-model is refused with the fix."""
+    from bench.perf.cells import latent_model_config
+    from bench.perf.throughput import main as perf_main
+
+    out = tmp_path / "perf.json"
+    assert perf_main(["--device", "cpu", "--methods", "latent_dps,ddrm", "--model", "adm_tiny", "--batch", "1",
+                      "--steps", "2", "--image-size", "32", "--modes", "fp32+cl", "--repeats", "1", "--warmup", "0",
+                      "--warmup-seconds", "0", "--out", str(out)]) == 0
+    rows = {(r["method"], r["mode"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {("latent_dps", "fp32"), ("ddrm", "fp32"), ("ddrm", "fp32+cl")}
+    lat = rows[("latent_dps", "fp32")]
+    assert "error" not in lat and lat["image_size"] == 64 and lat["architecture"] == {"latent_model": "latent_tiny"}
+    assert lat["nfe_per_image"] == 2 and lat["backprop_through_prior"] is True and lat["images_per_s"] > 0
+    assert rows[("ddrm", "fp32")]["image_size"] == 32
+    with pytest.raises(ValueError, match="--latent-model 'adm_tiny'.*latent_tiny"):
+        latent_model_config("adm_tiny")

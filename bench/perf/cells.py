@@ -7,6 +7,9 @@ steps (where the YAML has a ``steps`` value) and ``task`` = the task config; the
 instantiated like the CLI does. A method with an ``ldm:`` block (srldm, ddrm_srldm) gets the cached LDM-SR
 parts of ``--ldm`` (tiny | hub-shapes) with the mode's speed settings on its UNet. Methods that use
 neither an ADM prior nor an LDM UNet (bicubic, dgp, zero_dce) run in fp32 only: speed modes do not apply.
+Latent solvers (latent_dps, psld, resample: a :class:`~bench.methods.latent_method.LatentMethod`) run on the
+latent prior of ``--latent-model`` (default ``latent_tiny``, random weights) at its image size, in fp32 only
+(the latent prior has no speed block).
 Two built-in cells time the bare networks: ``unet`` (the ADM prior's forward) and ``ldm_unet`` (the LDM-SR
 UNet at the latent size), ``steps`` forwards per call.
 """
@@ -21,10 +24,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from bench import seeding
 from bench.batching import resolve_batch_size
+from bench.methods.latent_method import LatentMethod
+from bench.models.latent import LATENT_KINDS
 from bench.models.prior import load_prior
 from bench.models.speed import FastForward, Precision, apply_speed
 from bench.perf.profiling import forward_gflop
@@ -55,12 +61,26 @@ def model_config(name: str, mode: dict) -> dict:
     return {**cfg, "asset": None, "speed": speed_block(mode)}
 
 
+def latent_model_config(name: str) -> dict:
+    """``conf/model/<name>.yaml`` for the latent solvers, as written (a latent prior reads no speed block)."""
+    cfg = model_config(name, {"precision": "fp32"} | dict.fromkeys(
+        ("channels_last", "compile", "compile_mode", "cuda_graph", "fused_norm", "cudnn_benchmark", "micro_batch")))
+    if cfg.get("kind") not in LATENT_KINDS:
+        raise ValueError(f"--latent-model {name!r} is a {cfg.get('kind')!r} model; the latent solvers need one of "
+                         f"kind {list(LATENT_KINDS)}, e.g. --latent-model latent_tiny")
+    return {k: v for k, v in cfg.items() if k not in ("asset", "speed")}
+
+
 def method_spec(name: str) -> dict:
-    """What a method config uses: {"model": refers to ${model}, "ldm": has an ldm block}."""
+    """What a method config uses: {"model": refers to ${model}, "ldm": has an ldm block, "latent": a latent
+    solver (its class is a LatentMethod: it needs a latent prior)}."""
     raw = OmegaConf.load(CONF / "method" / f"{name}.yaml")
     node = OmegaConf.to_container(raw.get("method", {}), resolve=False)
     text = repr(node)
-    return {"model": "${model" in text, "ldm": isinstance(node, dict) and "ldm" in node}
+    target = node.get("_target_") if isinstance(node, dict) else None
+    latent = bool(target) and issubclass(get_class(target), LatentMethod)
+    return {"model": "${model" in text and not latent, "ldm": isinstance(node, dict) and "ldm" in node,
+            "latent": latent}
 
 
 def build_method(name: str, model_cfg: dict, steps: int, task_cfg: dict):
@@ -213,8 +233,8 @@ def build_cell(method: str, mode: dict, batch, steps: int, args, device, cache: 
     from bench.cli import build_task
 
     size, gen = args.image_size, torch.Generator().manual_seed(0)
-    spec = {"model": True, "ldm": False} if method == "unet" else (
-        {"model": False, "ldm": True} if method == "ldm_unet" else method_spec(method))
+    spec = {"model": True, "ldm": False, "latent": False} if method == "unet" else (
+        {"model": False, "ldm": True, "latent": False} if method == "ldm_unet" else method_spec(method))
     settings, weights, arch, fast = {"precision": "fp32", "autocast": "none", "channels_last": False,
                                      "compile": False, "notes": ["speed modes do not apply"]}, 0.0, {}, None
     if spec["model"]:
@@ -256,7 +276,12 @@ def build_cell(method: str, mode: dict, batch, steps: int, args, device, cache: 
 
     tcfg = OmegaConf.to_container(OmegaConf.load(CONF / "task" / f"{args.task}.yaml"), resolve=True)
     task = build_task(tcfg)
-    model_cfg = model_config(args.model, mode)
+    if spec["latent"]:
+        model_cfg = latent_model_config(args.latent_model)
+        size, arch = int(model_cfg["image_size"]), {"latent_model": args.latent_model}
+        row.update(image_size=size, architecture=arch)
+    else:
+        model_cfg = model_config(args.model, mode)
     m = build_method(method, model_cfg, steps, tcfg)
     reason = m.unsupported_reason(task)
     if reason:

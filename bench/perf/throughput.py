@@ -198,6 +198,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--methods", default="unet,ddrm,gdp_x0,srldm",
                     help=f"comma list of {', '.join(BUILTIN)}, conf/method names, or all (= every conf/method)")
     ap.add_argument("--model", default="adm_tiny", help="conf/model/<name>.yaml architecture (random weights)")
+    ap.add_argument("--latent-model", default="latent_tiny",
+                    help="conf/model/<name>.yaml latent prior for the latent solvers (latent_dps, psld, resample)")
     ap.add_argument("--ldm", default="tiny", choices=("tiny", "hub-shapes"), help="LDM-SR parts for srldm")
     ap.add_argument("--batch", type=_ints, default=[4], help="comma list, e.g. 8,32,auto")
     ap.add_argument("--steps", type=_ints, default=[20], help="comma list (sampler steps; forwards for unet)")
