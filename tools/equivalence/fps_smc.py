@@ -42,6 +42,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tools.equivalence.tiny_eps import TinyEps  # noqa: E402
+from tools.equivalence.verdict import verdict  # noqa: E402
 
 TOL = 1e-4
 K, P, SIZE = 8, 4, 256
@@ -161,18 +162,7 @@ def main() -> int:
         gd, svd, net, "sr4_bicubic", patched=True, sr_branch=True)
     # official in float32 (its own precision): m + A^T y / r with r ~ 1e-7 at the top swamps m in pixel space
     info["sr4: float32 (official's dtype), patched"] = compare(gd, svd, net, "sr4", patched=True, dtype=torch.float32)
-    width = max(map(len, [*diffs, *info]))
-    for k, v in diffs.items():
-        print(f"{k:<{width}}  {v:.3e}")
-    print("documented difference (not checked):")
-    for k, v in info.items():
-        print(f"{k:<{width}}  {v:.3e}")
-    bad = {k: v for k, v in diffs.items() if not v <= TOL}
-    if bad:
-        print(f"FAIL: {len(bad)} difference(s) > {TOL}: {', '.join(bad)}")
-        return 1
-    print(f"OK: every difference <= {TOL}")
-    return 0
+    return verdict(diffs, info, TOL)
 
 
 if __name__ == "__main__":

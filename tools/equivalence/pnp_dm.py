@@ -31,6 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tools.equivalence.tiny_eps import TinyEps  # noqa: E402
+from tools.equivalence.verdict import verdict  # noqa: E402
 
 TOL = 1e-5
 
@@ -150,18 +151,7 @@ def main() -> int:
                                sample_iterations(5, 1, 3), output, [gen])
         diffs[f"5 Gibbs iterations, output={output}"] = rel(ref, out)
 
-    width = max(map(len, [*diffs, *info]))
-    for k, v in diffs.items():
-        print(f"{k:<{width}}  {v:.3e}")
-    print("documented difference (not checked):")
-    for k, v in info.items():
-        print(f"{k:<{width}}  {v:.3e}")
-    bad = {k: v for k, v in diffs.items() if not v <= TOL}
-    if bad:
-        print(f"FAIL: {len(bad)} difference(s) > {TOL}: {', '.join(bad)}")
-        return 1
-    print(f"OK: every difference <= {TOL}")
-    return 0
+    return verdict(diffs, info, TOL)
 
 
 if __name__ == "__main__":
