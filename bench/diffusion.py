@@ -152,6 +152,23 @@ def x0_to_eps(x_t: Tensor, x0: Tensor, abar_t: float | Tensor) -> Tensor:
     return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
 
 
+def ddim_step(x_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, eta: float = 0.0,
+              noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One DDIM step (Song et al. 2021, eq. 12; diffusers ``DDIMScheduler.step`` without clipping) from x_t to
+    x_prev: returns ``(x_prev, x0)`` with x0 = :func:`eps_to_x0`, sigma = eta sqrt((1 - a') / (1 - a) (1 - a / a')),
+    x_prev = sqrt(a') x0 + sqrt(1 - a' - sigma^2) eps + sigma noise (a = abar_t, a' = abar_prev; ``noise`` needed
+    when sigma > 0). Differentiable in x_t and eps."""
+    a, ap = float(abar_t), float(abar_prev)
+    x0 = eps_to_x0(x_t, eps, a)
+    sigma = float(eta) * ((1 - ap) / (1 - a) * (1 - a / ap)) ** 0.5
+    x_prev = ap ** 0.5 * x0 + max(1 - ap - sigma ** 2, 0.0) ** 0.5 * eps
+    if sigma > 0:
+        if noise is None:
+            raise ValueError("ddim_step: eta > 0 needs noise (a standard normal like x_t)")
+        x_prev = x_prev + sigma * noise
+    return x_prev, x0
+
+
 def split_model_output(out: Tensor, channels: int = 3) -> tuple[Tensor, Tensor | None]:
     """Split a UNet output into ``(eps, var_values_or_None)``.
 

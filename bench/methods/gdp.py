@@ -115,6 +115,7 @@ from bench.diffusion import RespacedSchedule, resolve_variance, respaced_schedul
 from bench.methods import gdp_losses as losses
 from bench.methods.base import Method
 from bench.methods.gdp_losses import Guidance
+from bench.models.latent import refuse_latent
 from bench.tasks import Degradation, Task, per_task
 
 #: official ``--img_guidance_scale`` defaults by task-name prefix (1000 DDPM steps, 3x256x256)
@@ -213,6 +214,7 @@ class GDP(Method):
                 raise ValueError(f"GDP {key}={val!r} is invalid: use null (prior's size, half of it) "
                                  "or an int >= 1")
         self.model, self.steps, self.variant, self.scale, self.rescale = dict(model), steps, variant, scale, rescale
+        refuse_latent(self.model, "gdp")
         self.distance, self.clip_denoised = distance, bool(clip_denoised)
         self.quality = dict(exposure=float(exposure), exposure_level=float(exposure_level),
                             exposure_patch=int(exposure_patch), color=float(color), tv=float(tv))

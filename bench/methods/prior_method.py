@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from bench.methods.base import Method
+from bench.models.latent import refuse_latent
 from bench.models.prior import DiffusionPrior, load_prior, to_plain
 from bench.tasks import Degradation, per_task  # noqa: F401 (re-exported for the solvers)
 
@@ -83,6 +84,7 @@ class PriorMethod(Method):
         if not isinstance(self.model, dict) or "name" not in self.model:
             raise ValueError(f"{self.name}: model={model!r} must be a model config (conf/model/*.yaml); "
                              "Fix: keep `model: ${model}` in the method YAML")
+        refuse_latent(self.model, self.name)
         #: the prior's training steps T as configured (checked against the loaded prior in use_prior)
         self.train_steps = int((self.model.get("diffusion") or {}).get("steps", 1000))
         self.prior: DiffusionPrior | None = None

@@ -65,7 +65,7 @@ from bench.diffusion import alphas_cumprod, respaced_betas
 from bench.methods.base import Method
 from bench.methods.repaint_schedule import jump_schedule
 from bench.models.diffusers_prior import schedule_betas
-from bench.models.stable_diffusion import DEFAULT_SOURCES, CallCounter, SDParts, check_revision, load_sd
+from bench.models.stable_diffusion import DEFAULT_SOURCES, CallCounter, SDParts, check_revision, encode_text, load_sd
 from bench.tasks import Degradation, Task
 
 MODES = ("pipeline", "blend")
@@ -99,14 +99,6 @@ def _int(key: str, value, low: int, high: int, fix: str) -> int:
 def latent_keep_mask(keep: Tensor, f: int) -> Tensor:
     """(B, 1, H, W) pixel keep-mask -> (B, 1, H/f, W/f): a cell is known iff all its f x f pixels are (min-pool)."""
     return -F.max_pool2d(-keep.float(), kernel_size=f, stride=f)
-
-
-def encode_prompt(parts: SDParts, prompts: list[str], device) -> Tensor:
-    """CLIP embeddings of ``prompts`` padded to the tokenizer's length (as the SD pipelines encode them)."""
-    tok = parts.tokenizer
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
-    return parts.text_encoder(ids.to(device))[0]
 
 
 @torch.no_grad()
@@ -284,8 +276,8 @@ class SDInpaint(Method):
         z0k = sd.vae.encode((x * 2 - 1).to(dt)).latent_dist.mode() * s
         M = latent_keep_mask(keep, sd.vae_factor)
         B = x.shape[0]
-        cond = encode_prompt(sd, [self.prompt] * B, dev)
-        uncond = encode_prompt(sd, [self.negative_prompt] * B, dev) if self.guidance_scale > 1 else None
+        cond = encode_text(sd, [self.prompt] * B, dev)
+        uncond = encode_text(sd, [self.negative_prompt] * B, dev) if self.guidance_scale > 1 else None
         cfg = {k: v for k, v in sd.scheduler_config.items() if not k.startswith("_")}
         ddim = DDIMScheduler.from_config(cfg)
         ddim.set_timesteps(self.steps)

@@ -172,6 +172,10 @@ def load_prior(model: Mapping, device: torch.device | str) -> DiffusionPrior:
     model = to_plain(model)
     for key in ("name", "kind", "image_size"):
         _require(model, key)
+    if model["kind"] in ("ldm", "sd"):  # bench.models.latent.LATENT_KINDS (that module imports this one)
+        raise ValueError(f"model {model['name']!r} is a latent diffusion prior (kind {model['kind']!r}); pixel-space "
+                         "methods need a pixel prior (kind adm | diffusers). Fix: a latent solver (method=latent_dps) "
+                         "or model=adm64_imagenet96")
     if model["kind"] not in KINDS:
         raise ValueError(f"model {model['name']!r}: kind={model['kind']!r} is not supported; allowed kinds: "
                          f"{', '.join(KINDS)}. Fix: model.kind=adm (guided-diffusion UNet) or diffusers")

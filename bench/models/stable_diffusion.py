@@ -39,6 +39,8 @@ DEFAULT_SOURCES = {"pipeline": "stable-diffusion-v1-5/stable-diffusion-inpaintin
 #: hub id -> pinned commit (40 hex). PLACEHOLDER: None = not pinned yet; the loader refuses an unpinned hub id
 #: (pass method.weights.revision=<commit> or method.weights.local_dir=DIR). Fill in the commit you verified.
 PINNED_REVISIONS: dict[str, str | None] = {src: None for src in DEFAULT_SOURCES.values()}
+#: the unconditional latent diffusion prior of conf/model/ldm_celebahq256.yaml (bench/models/latent.py): unpinned too
+PINNED_REVISIONS["CompVis/ldm-celebahq-256"] = None
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -85,23 +87,24 @@ class SDParts:
                 "scheduler": self.scheduler_config.get("_class_name"), **self.meta}
 
 
-def check_revision(revision) -> str | None:
-    """None or a 40-hex commit (lower case); anything else (a branch, a tag, a short hash) is a ValueError."""
+def check_revision(revision, key: str = "method.weights") -> str | None:
+    """None or a 40-hex commit (lower case); anything else (a branch, a tag, a short hash) is a ValueError.
+    ``key``: the config node the value came from (``method.weights`` for sd_inpaint, ``model`` for latent priors)."""
     if revision in (None, ""):
         return None
     rev = str(revision).strip().lower()
     if not _COMMIT.match(rev):
-        raise ValueError(f"method.weights.revision={revision!r} must be a full 40-hex commit hash (a branch or tag such "
+        raise ValueError(f"{key}.revision={revision!r} must be a full 40-hex commit hash (a branch or tag such "
                          "as 'main' moves, so runs would not be reproducible). Fix: copy the commit from the model "
-                         "page's 'Files and versions' history, or set method.weights.local_dir=DIR")
+                         f"page's 'Files and versions' history, or set {key}.local_dir=DIR")
     return rev
 
 
-def _fix_text(source: str) -> str:
+def _fix_text(source: str, key: str = "method.weights") -> str:
     return (f"Fix, one of:\n"
             f"  - on a machine with internet: hf download {source} --revision <commit> --local-dir /path/sd "
-            f"(unet vae text_encoder tokenizer scheduler are enough), copy it here, pass method.weights.local_dir=/path/sd\n"
-            f"  - pass method.weights.revision=<40-hex commit of {source}> with the hub cache (HF_HOME / HF_HUB_CACHE) "
+            f"(the model's subfolders are enough), copy it here, pass {key}.local_dir=/path/sd\n"
+            f"  - pass {key}.revision=<40-hex commit of {source}> with the hub cache (HF_HOME / HF_HUB_CACHE) "
             f"filled, or downloads allowed (unset HF_HUB_OFFLINE / BENCH_OFFLINE)")
 
 
@@ -115,7 +118,7 @@ def _classes():
         import transformers
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError as e:
-        raise AssetError("method=sd_inpaint needs the transformers package (CLIP text encoder and tokenizer), which is "
+        raise AssetError("Stable Diffusion parts (method=sd_inpaint, model kind sd) need the transformers package (CLIP text encoder and tokenizer), which is "
                          f"not installed ({e}). Fix: pip install -e \".[sd]\" (or pip install transformers)") from e
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
@@ -124,27 +127,48 @@ def _classes():
     return UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDIMScheduler
 
 
-def load_sd(source: str | None, revision: str | None, local_dir: str | None, device, dtype: torch.dtype) -> SDParts:
-    """The SD parts from ``local_dir`` (takes precedence) or the hub id ``source`` at ``revision`` (else the pinned
-    commit of :data:`PINNED_REVISIONS`); every failure to find or read them is an :class:`AssetError` naming the fix."""
-    UNet, VAE, TextModel, Tokenizer, Sched = _classes()
+def resolve_source(source: str | None, revision: str | None, local_dir: str | None, subfolders,
+                   key: str = "method.weights") -> tuple[str, dict, str]:
+    """``(where, from_pretrained kwargs, origin)`` of a diffusers-format model: ``local_dir`` (takes precedence; must
+    hold ``subfolders``) or the hub id ``source`` at ``revision`` (else the pinned commit of :data:`PINNED_REVISIONS`;
+    an unpinned hub id is refused) through the hub cache (offline: cache only). Failures are :class:`AssetError` s."""
     if local_dir:
         root = Path(local_dir).expanduser()
-        missing = [s for s in SUBFOLDERS if not (root / s).is_dir()]
+        missing = [s for s in subfolders if not (root / s).is_dir()]
         if missing:
-            raise AssetError(f"method.weights.local_dir={local_dir}: missing subfolder(s) {missing}; a diffusers-format "
-                             f"directory needs {list(SUBFOLDERS)} (as save_pretrained or `hf download` writes them)")
-        where, kw, origin = str(root), {}, f"local:{root.resolve()}"
-    elif source:
-        revision = check_revision(revision) or PINNED_REVISIONS.get(source)
+            raise AssetError(f"{key}.local_dir={local_dir}: missing subfolder(s) {missing}; a diffusers-format "
+                             f"directory needs {list(subfolders)} (as save_pretrained or `hf download` writes them)")
+        return str(root), {}, f"local:{root.resolve()}"
+    if source:
+        revision = check_revision(revision, key) or PINNED_REVISIONS.get(source)
         if revision is None:
-            raise AssetError(f"method.weights.source={source} has no pinned revision: this project pins hub weights by "
+            raise AssetError(f"{key}.source={source} has no pinned revision: this project pins hub weights by "
                              f"commit (bench/models/stable_diffusion.py PINNED_REVISIONS has a placeholder for it) and "
-                             f"will not load a moving branch.\n" + _fix_text(source))
-        where, origin = source, f"hub:{source}@{revision}"
+                             f"will not load a moving branch.\n" + _fix_text(source, key))
         kw = {"cache_dir": _hf_cache_dir(), "local_files_only": _is_offline(None), "revision": revision}
-    else:
-        raise AssetError("method.weights needs source=<hub id> (+ revision) or local_dir=/path/to/diffusers-dir")
+        return source, kw, f"hub:{source}@{revision}"
+    raise AssetError(f"{key} needs source=<hub id> (+ revision) or local_dir=/path/to/diffusers-dir")
+
+
+def load_error(e: Exception, source: str | None, revision: str | None, local_dir: str | None, kw: dict,
+               what: str, key: str = "method.weights") -> AssetError:
+    """The :class:`AssetError` for a diffusers / transformers load failure ``e`` (missing files, bad configs)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if local_dir:
+        return AssetError(f"could not load the {what} from {key}.local_dir={local_dir}: {type(e).__name__}: {first}")
+    state = (f"is not in the hub cache {kw['cache_dir'] or '(huggingface_hub default)'} and downloads are off "
+             "(HF_HUB_OFFLINE=1 or BENCH_OFFLINE=1)" if kw["local_files_only"] else "could not be downloaded or read")
+    return AssetError(f"{what} {source}@{revision} {state}: {type(e).__name__}: {first}\n" + _fix_text(source, key))
+
+
+def load_sd(source: str | None, revision: str | None, local_dir: str | None, device, dtype: torch.dtype,
+            key: str = "method.weights") -> SDParts:
+    """The SD parts from ``local_dir`` (takes precedence) or the hub id ``source`` at ``revision`` (else the pinned
+    commit of :data:`PINNED_REVISIONS`); every failure to find or read them is an :class:`AssetError` naming the fix.
+    ``key``: the config node the arguments came from, for the messages."""
+    UNet, VAE, TextModel, Tokenizer, Sched = _classes()
+    where, kw, origin = resolve_source(source, revision, local_dir, SUBFOLDERS, key)
+    revision = kw.get("revision")
     try:
         unet = UNet.from_pretrained(where, subfolder="unet", low_cpu_mem_usage=False, torch_dtype=dtype, **kw)
         vae = VAE.from_pretrained(where, subfolder="vae", low_cpu_mem_usage=False, torch_dtype=dtype, **kw)
@@ -152,16 +176,18 @@ def load_sd(source: str | None, revision: str | None, local_dir: str | None, dev
         tokenizer = Tokenizer.from_pretrained(where, subfolder="tokenizer", **kw)
         sched = dict(Sched.load_config(where, subfolder="scheduler", **kw))
     except (OSError, ValueError) as e:  # huggingface_hub / transformers raise EnvironmentError (OSError) subclasses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if local_dir:
-            raise AssetError(f"could not load the SD parts from method.weights.local_dir={local_dir}: "
-                             f"{type(e).__name__}: {first}") from e
-        state = (f"is not in the hub cache {kw['cache_dir'] or '(huggingface_hub default)'} and downloads are off "
-                 "(HF_HUB_OFFLINE=1 or BENCH_OFFLINE=1)" if kw["local_files_only"] else "could not be downloaded or read")
-        raise AssetError(f"SD model {source}@{revision} {state}: {type(e).__name__}: {first}\n" + _fix_text(source)) from e
+        raise load_error(e, source, revision, local_dir, kw, "SD parts" if local_dir else "SD model", key) from e
     # the diffusers models are loaded in dtype (keeping any module they mark float32); the text encoder is cast
     return SDParts(_frozen(unet).to(device), _frozen(vae).to(device), _frozen(text_encoder).to(device=device, dtype=dtype),
                    tokenizer, sched, origin=origin)
+
+
+def encode_text(parts: SDParts, prompts: list[str], device) -> torch.Tensor:
+    """CLIP embeddings of ``prompts`` padded to the tokenizer's length (as the SD pipelines encode them)."""
+    tok = parts.tokenizer
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids
+    return parts.text_encoder(ids.to(device))[0]
 
 
 class CallCounter:
