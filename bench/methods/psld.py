@@ -33,10 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.methods.latent_ddim import LatentDDIM, ddim_step, tweedie
+from bench.diffusion import ddim_step
+from bench import seeding
+from bench.methods.latent_solver import LatentDDIM, LatentSolver
+from bench.methods.prior_method import check_choice, check_number
+from bench.tasks import Degradation
 
 GLUES = ("pinv", "adjoint", "official")
-COUNT_KEYS = ("unet_forwards", "unet_vjps", "decoder_forwards", "decoder_vjps", "encoder_forwards", "encoder_vjps")
+COUNT_KEYS = ("unet_forward", "unet_vjp", "decoder_forward", "decoder_vjp", "encoder_forward", "encoder_vjp")
 
 
 def back_projector(operator, task_name: str, glue: str) -> Callable[[Tensor], Tensor]:
@@ -64,7 +68,7 @@ def gluing_residual(x_hat: Tensor, z0: Tensor, y: Tensor, A: Callable, back: Cal
 
 
 def psld_sample(eps_fn, decode, encode, A, back, y: Tensor, tab: LatentDDIM, z_T: Tensor, noise, *,
-                omega: float, gamma: float, measurement_noise: Callable[[], Tensor] | None = None,
+                omega: float, gamma: float, eta: float = 0.0, measurement_noise: Callable[[], Tensor] | None = None,
                 counts: dict | None = None) -> Tensor:
     """PSLD (module docstring); returns z_0. eps_fn(z, t: int) -> eps; decode(z) -> x in [-1, 1]; encode(x) -> z;
     A(x) -> (B, M); back(v (B, M)) -> (B, N); y (B, M) in [-1, 1]; noise() -> standard normal of z's shape
@@ -76,12 +80,10 @@ def psld_sample(eps_fn, decode, encode, A, back, y: Tensor, tab: LatentDDIM, z_T
     B = z_T.shape[0]
     z = z_T
     for i in reversed(range(tab.num_steps)):
-        a, a_prev, sig = tab.a[i], tab.a_prev[i], tab.sigma[i]
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             eps = eps_fn(z, tab.tau[i])
-            z0 = tweedie(z, eps, a)
-            z_prime = ddim_step(z0, eps, a_prev, sig, noise() if sig > 0 else None)
+            z_prime, z0 = ddim_step(z, eps, tab.a[i], tab.a_prev[i], eta, noise() if eta > 0 else None)
             x_hat = decode(z0)
             Ax = A(x_hat)
             if measurement_noise is not None:
@@ -91,9 +93,69 @@ def psld_sample(eps_fn, decode, encode, A, back, y: Tensor, tab: LatentDDIM, z_T
                 loss = loss + gamma * gluing_residual(x_hat, z0, y, A, back, encode)
             grad = torch.autograd.grad(loss.sum(), z)[0]
         z = (z_prime - grad).detach()
-        for k in ("unet_forwards", "unet_vjps", "decoder_forwards", "decoder_vjps"):
+        for k in ("unet_forward", "unet_vjp", "decoder_forward", "decoder_vjp"):
             counts[k] += B
         if gamma:
-            counts["encoder_forwards"] += B
-            counts["encoder_vjps"] += B
+            counts["encoder_forward"] += B
+            counts["encoder_vjp"] += B
     return z.detach()
+
+
+def official_weights(kind: str, task_name: str) -> tuple[float, float]:
+    """(omega, gamma) of the official run scripts: LDM FFHQ-256 (``run/*_ldm.sh``) 0.1 / 0.1, super-resolution
+    omega 0.9; Stable Diffusion (``run/inverse*.sh``, the CLI defaults) 1.0 / 0.1 (box inpainting: 0.1 / 0.01, not
+    a task here: ``inpaint`` is random pixels, whose SD script uses the defaults)."""
+    if kind == "sd":
+        return 1.0, 0.1
+    return (0.9 if task_name.startswith("sr") else 0.1), 0.1
+
+
+class PSLD(LatentSolver):
+    """PSLD on a latent prior. ``omega`` / ``gamma`` null: :func:`official_weights` for the prior's kind and the
+    task; ``rescale: true`` multiplies both by 1000 / steps (the official 1000-step total pull over fewer steps; off
+    by default, as latent_dps: the official code does not rescale)."""
+
+    name = "psld"
+    official_steps = 1000
+
+    def __init__(self, model: dict, steps: int = 1000, eta: float = 0.0, omega: float | None = None,
+                 gamma: float | None = None, rescale: bool = False, glue: str = "pinv",
+                 noised_prediction: bool = False, paste_known: bool = False):
+        super().__init__(model, steps, eta)
+        n = self.name
+        self.omega = check_number(n, "omega", omega, 0.0, allow_none=True, fix="method.omega=null (official)")
+        self.gamma = check_number(n, "gamma", gamma, 0.0, allow_none=True, fix="method.gamma=null (official)")
+        self.glue = check_choice(n, "glue", glue, GLUES)
+        self.rescale, self.noised_prediction, self.paste_known = bool(rescale), bool(noised_prediction), bool(
+            paste_known)
+        #: after restore: the (omega, gamma) per step actually used
+        self.last_weights: tuple[float, float] | None = None
+
+    def weights(self, task_name: str) -> tuple[float, float]:
+        om, ga = official_weights(self.prior.kind if self.prior is not None else self.model["kind"], task_name)
+        om, ga = (om if self.omega is None else self.omega), (ga if self.gamma is None else self.gamma)
+        f = self.official_steps / self.tab.num_steps if self.rescale else 1.0
+        return om * f, ga * f
+
+    def sample(self, y_pm, sigma_pm, degradation, z_T, noise, generators, counts) -> Tensor:
+        p, op = self.prior, degradation.operator
+        omega, gamma = self.last_weights = self.weights(degradation.task.name)
+        meas_noise = None
+        if self.noised_prediction:
+            meas_noise = lambda: sigma_pm * seeding.randn(generators, (op.M,), self.device)  # noqa: E731
+        return psld_sample(p.eps, p.decode, p.encode, op.A, back_projector(op, degradation.task.name, self.glue),
+                           y_pm, self.tab, z_T, noise, omega=omega, gamma=gamma, eta=self.eta,
+                           measurement_noise=meas_noise, counts=counts)
+
+    def finish(self, x_pm: Tensor, y_pm: Tensor, degradation: Degradation) -> Tensor:
+        if not (self.paste_known and degradation.task.masked):
+            return x_pm
+        op, flat = degradation.operator, x_pm.reshape(x_pm.shape[0], -1)
+        return (flat + op.pinv(y_pm - op.A(flat))).reshape(x_pm.shape)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "algorithm": "PSLD (Algorithm 2; DDIM + measurement and gluing gradients)",
+                "omega": self.omega if self.omega is not None else "official per prior kind and task",
+                "gamma": self.gamma if self.gamma is not None else "official per prior kind and task",
+                "rescale": self.rescale, "weight_rule": "x 1000/steps per step" if self.rescale else "as given",
+                "glue": self.glue, "noised_prediction": self.noised_prediction, "paste_known": self.paste_known}

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.methods.latent_ddim import LatentDDIM, ddim_step, tweedie
+from bench.diffusion import ddim_step, eps_to_x0
+from bench.methods.latent_solver import LatentDDIM, LatentSolver
+from bench.methods.prior_method import check_number
+from bench.operators.denoise import check_int
 
 #: official values (all hard-coded in ``resample_sampling``; ``sample_condition.py --ddim_steps 500``)
 OFFICIAL_STEPS, OFFICIAL_EVERY, OFFICIAL_LOOKAHEAD, OFFICIAL_SPLITS, OFFICIAL_GAMMA = 500, 10, 5, 3, 40.0
@@ -66,13 +69,13 @@ def resample_moments(z0: Tensor, z_prime: Tensor, a: Tensor, sigma2: Tensor) -> 
     the product of q(z_{t-1} | z0^) = N(sqrt(a) z0^, (1 - a) I) and N(z', sigma2 I): sigma2 -> 0 keeps z',
     sigma2 -> inf re-noises z0^ to level a."""
     denom = sigma2 + 1 - a
-    return (sigma2 * a.sqrt() * z0 + (1 - a) * z_prime) / denom, sigma2 * (1 - a) / denom
+    return (sigma2 * a**0.5 * z0 + (1 - a) * z_prime) / denom, sigma2 * (1 - a) / denom
 
 
 def stochastic_resample(z0: Tensor, z_prime: Tensor, a: Tensor, sigma2: Tensor, noise: Tensor) -> Tensor:
     """One draw of :func:`resample_moments` with the given standard normal ``noise``."""
     mean, var = resample_moments(z0, z_prime, a, sigma2)
-    return mean + var.sqrt() * noise
+    return mean + var**0.5 * noise
 
 
 @dataclass
@@ -141,16 +144,16 @@ def latent_consistency(z0: Tensor, y: Tensor, A: Callable[[Tensor], Tensor], dec
 
 def official_pseudo_x0(z: Tensor, eps: Tensor, a: Tensor) -> Tensor:
     """The official ``pseudo_x0`` ("Tweedie"): (z - (1 - a) eps) / sqrt(a), i.e. (1 - a) where Tweedie's formula
-    (:func:`bench.methods.latent_ddim.tweedie`) has sqrt(1 - a). Used only with ``official_pseudo_x0=True``."""
-    return (z - (1 - a) * eps) / a.sqrt()
+    (:func:`bench.diffusion.eps_to_x0`) has sqrt(1 - a). Used only with ``official_pseudo_x0=True``."""
+    return (z - (1 - a) * eps) / a**0.5
 
 
-COUNT_KEYS = ("unet_forwards", "unet_vjps", "decoder_forwards", "decoder_vjps", "encoder_forwards",
+COUNT_KEYS = ("unet_forward", "unet_vjp", "decoder_forward", "decoder_vjp", "encoder_forward",
               "pixel_iterations", "latent_iterations")
 
 
 def resample_sample(eps_fn, decode, encode, A, y: Tensor, tab: LatentDDIM, z_T: Tensor, noise, *,
-                    events: list[Event], scale: float = 0.5, gamma: float = OFFICIAL_GAMMA,
+                    events: list[Event], eta: float = 0.0, scale: float = 0.5, gamma: float = OFFICIAL_GAMMA,
                     pixel: OptimSettings = PIXEL, latent: OptimSettings = LATENT, final_latent: bool = True,
                     official_pseudo_x0_formula: bool = False, official_lookahead_alphas: bool = False,
                     counts: dict | None = None) -> Tensor:
@@ -178,19 +181,19 @@ def resample_sample(eps_fn, decode, encode, A, y: Tensor, tab: LatentDDIM, z_T: 
     for k in COUNT_KEYS:
         counts.setdefault(k, 0)
     B = z_T.shape[0]
-    pseudo = official_pseudo_x0 if official_pseudo_x0_formula else tweedie
+    pseudo = official_pseudo_x0 if official_pseudo_x0_formula else eps_to_x0
     by_index = {e.index: e for e in events}
     z = z_T
     for i in reversed(range(tab.num_steps)):
-        a, a_prev, sig = tab.a[i], tab.a_prev[i], tab.sigma[i]
+        a, a_prev = tab.a[i], tab.a_prev[i]
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             eps = eps_fn(z, tab.tau[i])
-            z_prime = ddim_step(tweedie(z, eps, a), eps, a_prev, sig, noise() if sig > 0 else None)
+            z_prime, _ = ddim_step(z, eps, a, a_prev, eta, noise() if eta > 0 else None)
             residual = (y - A(decode(pseudo(z, eps, a)))).norm(dim=1)
             grad = torch.autograd.grad(residual.sum(), z)[0]
         z = (z_prime - scale * a * grad).detach()
-        for k in ("unet_forwards", "unet_vjps", "decoder_forwards", "decoder_vjps"):
+        for k in ("unet_forward", "unet_vjp", "decoder_forward", "decoder_vjp"):
             counts[k] += B
         if i not in by_index:
             continue
@@ -201,15 +204,14 @@ def resample_sample(eps_fn, decode, encode, A, y: Tensor, tab: LatentDDIM, z_T: 
                 ja = j + 1 if official_lookahead_alphas else j
                 eps = eps_fn(z, tab.tau[j])
                 z0_hat = pseudo(z, eps, tab.a[ja])
-                z = ddim_step(tweedie(z, eps, tab.a[ja]), eps, tab.a_prev[ja], tab.sigma[ja],
-                              noise() if tab.sigma[ja] > 0 else None)
-            counts["unet_forwards"] += event.lookahead * B
+                z, _ = ddim_step(z, eps, tab.a[ja], tab.a_prev[ja], eta, noise() if eta > 0 else None)
+            counts["unet_forward"] += event.lookahead * B
             if event.stage == "pixel":
                 x, iters = pixel_consistency(decode(z0_hat), y, A, pixel)
                 z0_hat = encode(x)
                 counts["pixel_iterations"] += sum(iters)
-                counts["decoder_forwards"] += B
-                counts["encoder_forwards"] += B
+                counts["decoder_forward"] += B
+                counts["encoder_forward"] += B
         if event.stage == "latent":
             z0_hat, iters = latent_consistency(z0_hat, y, A, decode, latent)
             _count_latent(counts, iters)
@@ -223,5 +225,68 @@ def resample_sample(eps_fn, decode, encode, A, y: Tensor, tab: LatentDDIM, z_T: 
 def _count_latent(counts: dict, iters: list[int]) -> None:
     n = sum(iters)
     counts["latent_iterations"] += n
-    counts["decoder_forwards"] += n
-    counts["decoder_vjps"] += n
+    counts["decoder_forward"] += n
+    counts["decoder_vjp"] += n
+
+
+class ReSample(LatentSolver):
+    """ReSample on a latent prior. ``every`` / ``lookahead`` null: the official 10 / 5 (at 500 steps) scaled to
+    ``steps`` by :func:`scaled`; ``rescale: true`` multiplies the DPS step 0.5 a_t by 500 / steps (the official
+    total pull over fewer, larger steps; off by default, as latent_dps: neither official code rescales)."""
+
+    name = "resample"
+    official_steps = OFFICIAL_STEPS
+
+    def __init__(self, model: dict, steps: int = OFFICIAL_STEPS, eta: float = 0.0, scale: float = 0.5,
+                 rescale: bool = False, gamma: float = OFFICIAL_GAMMA, every: int | None = None,
+                 lookahead: int | None = None, splits: int = OFFICIAL_SPLITS, pixel_lr: float = PIXEL.lr,
+                 pixel_iters: int = PIXEL.max_iters, latent_lr: float = LATENT.lr,
+                 latent_iters: int = LATENT.max_iters, tol: float = PIXEL.tol, patience: int = LATENT.patience,
+                 final_latent: bool = True, official_pseudo_x0: bool = False,
+                 official_lookahead_alphas: bool = False):
+        super().__init__(model, steps, eta)
+        n = self.name
+        self.scale = check_number(n, "scale", scale, 0.0, fix="method.scale=0.5 (official: 0.5 a_t)")
+        self.gamma = check_number(n, "gamma", gamma, 0.0, low_open=True, fix="method.gamma=40 (official)")
+        self.every = scaled(OFFICIAL_EVERY, self.steps) if every is None else check_int(
+            f"{n}: method.every", every, 1, "Fix: method.every=null (official 10 at 500 steps, scaled)")
+        self.lookahead = scaled(OFFICIAL_LOOKAHEAD, self.steps) if lookahead is None else check_int(
+            f"{n}: method.lookahead", lookahead, 1, "Fix: method.lookahead=null (official 5 at 500 steps, scaled)")
+        self.splits = check_int(f"{n}: method.splits", splits, 1, "Fix: method.splits=3 (official)")
+        self.pixel = OptimSettings(
+            check_number(n, "pixel_lr", pixel_lr, 0.0, low_open=True, fix="method.pixel_lr=0.01 (official)"),
+            check_int(f"{n}: method.pixel_iters", pixel_iters, 1, "Fix: method.pixel_iters=2000 (official)"),
+            check_number(n, "tol", tol, 0.0, fix="method.tol=0.001 (official)"))
+        self.latent = OptimSettings(
+            check_number(n, "latent_lr", latent_lr, 0.0, low_open=True, fix="method.latent_lr=0.005 (official)"),
+            check_int(f"{n}: method.latent_iters", latent_iters, 1, "Fix: method.latent_iters=500 (official)"),
+            self.pixel.tol, check_int(f"{n}: method.patience", patience, 0, "Fix: method.patience=200 (official)"))
+        self.rescale, self.final_latent = bool(rescale), bool(final_latent)
+        self.official_pseudo_x0, self.official_lookahead_alphas = bool(official_pseudo_x0), bool(
+            official_lookahead_alphas)
+        self.events = event_schedule(self.steps, self.every, self.lookahead, self.splits)
+
+    def use_prior(self, prior, device) -> None:
+        super().use_prior(prior, device)
+        self.events = event_schedule(self.tab.num_steps, self.every, self.lookahead, self.splits)
+
+    def effective_scale(self) -> float:
+        return self.scale * (OFFICIAL_STEPS / self.tab.num_steps if self.rescale else 1.0)
+
+    def sample(self, y_pm, sigma_pm, degradation, z_T, noise, generators, counts) -> Tensor:
+        p, op = self.prior, degradation.operator
+        return resample_sample(p.eps, p.decode, p.encode, op.A, y_pm, self.tab, z_T, noise, events=self.events,
+                               eta=self.eta, scale=self.effective_scale(), gamma=self.gamma, pixel=self.pixel,
+                               latent=self.latent, final_latent=self.final_latent,
+                               official_pseudo_x0_formula=self.official_pseudo_x0,
+                               official_lookahead_alphas=self.official_lookahead_alphas, counts=counts)
+
+    def describe(self) -> dict:
+        ev = self.events
+        return {**super().describe(), "algorithm": "ReSample (Algorithm 1, official schedule)",
+                "scale": self.scale, "rescale": self.rescale, "gamma": self.gamma, "every": self.every,
+                "lookahead": self.lookahead, "splits": self.splits, "events": len(ev),
+                "pixel_events": sum(e.stage == "pixel" for e in ev), "pixel": vars(self.pixel),
+                "latent": vars(self.latent), "final_latent": self.final_latent,
+                "official_pseudo_x0": self.official_pseudo_x0,
+                "official_lookahead_alphas": self.official_lookahead_alphas}

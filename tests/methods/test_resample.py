@@ -69,10 +69,10 @@ def test_sampler_counts_at_the_official_500_steps():
                         events=event_schedule(500), pixel=OptimSettings(1e-2, 2), latent=OptimSettings(5e-3, 2),
                         counts=counts)
     assert z.shape == (B, 3, 2, 2) and torch.isfinite(z).all()
-    assert counts["unet_forwards"] == 665 and counts["unet_vjps"] == 500
-    assert counts["encoder_forwards"] == 17 and counts["pixel_iterations"] == 17 * 2
+    assert counts["unet_forward"] == 665 and counts["unet_vjp"] == 500
+    assert counts["encoder_forward"] == 17 and counts["pixel_iterations"] == 17 * 2
     assert counts["latent_iterations"] == (16 + 1) * 2  # 16 latent events + the final optimisation
-    assert counts["decoder_forwards"] == 500 + 17 + 34 and counts["decoder_vjps"] == 500 + 34
+    assert counts["decoder_forward"] == 500 + 17 + 34 and counts["decoder_vjp"] == 500 + 34
 
 
 @pytest.mark.parametrize("name", ["sr4", "inpaint", "denoise"])
