@@ -57,8 +57,9 @@ def latent_ddim(abar: Tensor, steps: int) -> LatentDDIM:
     T = int(abar.numel())
     base = uniform_timesteps(steps, T, "uniform")
     tau = [t + 1 for t in base] if base[-1] + 1 < T else list(base)
-    a = [float(abar[t]) for t in tau]
-    return LatentDDIM(tau=tau, a=a, a_prev=[float(abar[0])] + a[:-1])
+    ab = abar.float()  # CompVis registers alphas_cumprod as float32 buffers (``register_schedule``)
+    a = [float(ab[t]) for t in tau]
+    return LatentDDIM(tau=tau, a=a, a_prev=[float(ab[0])] + a[:-1])
 
 
 class LatentSolver(Method):

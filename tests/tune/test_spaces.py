@@ -50,7 +50,11 @@ OFFICIAL = {
     ("pnp_dm", "rho"): [10.0, 0.1], ("pnp_dm", "rho_min"): [0.3, 0.1], ("pnp_dm", "rho_decay"): [0.9, 1.0],
     ("dcdp", "lr"): [v[2] for v in dcdp.OFFICIAL.values()] + [300.0, 500.0],  # + nonlinear deblur, phase retrieval
     ("dcdp", "t0"): [v[3] for v in dcdp.OFFICIAL.values()] + [1000],
+    ("psld", "omega"): [0.1, 0.9, 1.0], ("psld", "gamma"): [0.1, 0.01],  # PSLD run/*.sh and CLI defaults
+    ("resample", "scale"): [0.5], ("resample", "gamma"): [40.0],  # ReSample's hard-coded a_t * 0.5 and 40
 }
+#: solvers on a latent prior: composed with the tiny random one (the default model is a pixel prior they refuse)
+LATENT_SOLVERS = {"latent_dps", "psld", "resample"}
 
 _COMPOSED: dict = {}
 
@@ -63,7 +67,8 @@ def optuna():
 def composed(name: str, *ovs: str) -> dict:
     """The resolved config of ``method=name`` (+ overrides) as plain containers, composed once per test session."""
     if (name, ovs) not in _COMPOSED:
-        _COMPOSED[name, ovs] = OmegaConf.to_container(compose(method=name, overrides=list(ovs)), resolve=True)
+        model = ["model=latent_tiny"] if name in LATENT_SOLVERS else []
+        _COMPOSED[name, ovs] = OmegaConf.to_container(compose(method=name, overrides=[*model, *ovs]), resolve=True)
     return _COMPOSED[name, ovs]
 
 
