@@ -1,7 +1,6 @@
 """What PSLD and ReSample share on a latent prior (:mod:`bench.models.latent`): the CompVis DDIM tables they step
-through, and :class:`LatentSolver`, a thin method that loads the prior, converts the measurement, draws per-image
-noise and records the per-image cost (UNet / decoder / encoder rows from the prior's call counter; VJPs and
-optimiser iterations from the sampler).
+through, and :class:`LatentSolver`, a :class:`~bench.methods.latent_method.LatentMethod` (prior, measurement, counted
+forwards) that draws per-image noise and adds the sampler's VJPs and optimiser iterations to ``last_cost``.
 
 The DDIM tables of CompVis ``ldm/models/diffusion/ddim.py::DDIMSampler`` (``make_schedule``), which both official
 codes run on the prior's cumulative alphas ``abar`` (T,) (the step itself is :func:`bench.diffusion.ddim_step`):
@@ -32,10 +31,9 @@ from torch import Tensor
 
 from bench import seeding
 from bench.diffusion import timesteps as uniform_timesteps
-from bench.methods.base import Method
-from bench.methods.prior_method import check_number, check_steps, measurement_pm
-from bench.models.latent import LatentPrior, load_latent_prior, require_latent
-from bench.models.prior import to_plain
+from bench.methods.latent_method import LatentMethod
+from bench.methods.prior_method import check_number, check_steps
+from bench.models.latent import LatentPrior
 from bench.tasks import Degradation
 
 
@@ -62,51 +60,46 @@ def latent_ddim(abar: Tensor, steps: int) -> LatentDDIM:
     return LatentDDIM(tau=tau, a=a, a_prev=[float(ab[0])] + a[:-1])
 
 
-class LatentSolver(Method):
-    """A solver on a latent prior (``model: ${model}``, kind ldm | sd); linear tasks. Subclasses implement
-    :meth:`sample` (latents in, clean latents out) and fill ``self.last_cost``."""
+class LatentSolver(LatentMethod):
+    """A PSLD / ReSample-style solver: CompVis DDIM tables over ``steps``, DDIM ``eta``, a :meth:`sample` (latents in,
+    clean latents out) that reports its VJPs and optimiser iterations in a ``counts`` dict; forwards are counted at
+    the prior (:class:`~bench.methods.latent_method.LatentMethod`)."""
 
-    requires_linear = True
-    backprop_through_prior = True
-    #: the official step count the step-size rescaling refers to
+    #: the official step count (messages)
     official_steps = 1000
 
     def __init__(self, model: Mapping, steps: int, eta: float = 0.0):
-        super().__init__()
-        self.model = to_plain(model)
-        require_latent(self.model, self.name)
+        super().__init__(model)
         T = int((self.model.get("diffusion") or {}).get("steps", 1000))
         self.steps = check_steps(self.name, steps, maximum=T,
                                  fix=f"steps={self.official_steps} (official) or fewer for a quick run")
         self.eta = check_number(self.name, "eta", eta, 0.0, 1.0, fix="method.eta=0 (official)")
-        self.prior: LatentPrior | None = None
         self.tab: LatentDDIM | None = None
-        #: per-image cost of the last restore call (:meth:`record_counts`)
-        self.last_cost: dict = {}
-
-    def setup(self, device: torch.device) -> None:
-        self.use_prior(load_latent_prior(self.model, device), device)
 
     def use_prior(self, prior: LatentPrior, device) -> None:
-        self.device, self.prior = torch.device(device), prior
+        super().use_prior(prior, device)
         self.tab = latent_ddim(prior.abar, self.steps)
 
     def restore(self, y: Tensor, degradation: Degradation, generators) -> Tensor:
-        if self.prior is None:
-            self.setup(self.device)
-        op = degradation.operator
-        shape = self.prior.latent_shape(op.size)  # ValueError with the fix for sizes the autoencoder cannot take
+        prior = self._require_prior()
+        shape = self.latent_shape(degradation)
         with torch.no_grad():
-            y_pm, sigma_pm = measurement_pm(y, degradation, self.device)
-        self.prior.counter.reset()
+            y_pm, sigma_pm = self.measurement(y, degradation)
+        B = y_pm.shape[0]
+        self.start_counting()
         counts: dict = {}
-        z_T = seeding.randn(generators, shape, self.device)
-        z0 = self.sample(y_pm, sigma_pm, degradation, z_T, lambda: seeding.randn(generators, shape, self.device),
-                         generators, counts)
+        z0 = self.sample(y_pm, sigma_pm, degradation, seeding.randn(generators, shape, self.device),
+                         lambda: seeding.randn(generators, shape, self.device), generators, counts)
         with torch.no_grad():
-            x = self.finish(self.prior.decode(z0), y_pm, degradation)
-        self.record_counts(counts, y.shape[0])
-        return ((x.clamp(-1, 1) + 1) / 2).to(torch.float32)
+            x = self.finish(prior.decode(z0), y_pm, degradation)
+        cfg_rows = 2 if prior.text is not None and prior.text[0] is not None else 1  # a CFG call is 2 UNet rows
+        vjps = {k[:-4]: v for k, v in counts.items() if k.endswith("_vjp")}
+        vjps["unet"] = vjps.get("unet", 0) * cfg_rows
+        self.add_vjp(**vjps)
+        self.stop_counting(B)
+        self.last_cost.update({k: (v // B if v % B == 0 else v / B) for k, v in counts.items()
+                               if k.endswith("_iterations")})
+        return self.to_image(x)
 
     def sample(self, y_pm, sigma_pm, degradation, z_T, noise, generators, counts) -> Tensor:
         raise NotImplementedError
@@ -115,14 +108,7 @@ class LatentSolver(Method):
         """Hook on the decoded output in [-1, 1] (PSLD: paste the measured pixels)."""
         return x_pm
 
-    def record_counts(self, counts: dict, batch: int) -> None:
-        """Forward rows from the prior's counter (CFG counts 2), the rest from the sampler's ``counts``; per image."""
-        rows = self.prior.counter.per_image(batch)
-        per = {k: v / batch for k, v in counts.items()}
-        per.update(unet_forward=rows["unet"], decoder_forward=rows["decoder"], encoder_forward=rows["encoder"])
-        self.last_cost = {k: (int(v) if float(v).is_integer() else float(v)) for k, v in per.items()}
-        self.last_nfe = self.last_cost["unet_forward"]
-
     def describe(self) -> dict:
-        return {"name": self.name, "steps": self.steps, "eta": self.eta, "sampler": "CompVis DDIM (latent)",
-                "model": dict(self.prior.info) if self.prior is not None else {"model": self.model.get("name")}}
+        return {"name": self.name, "steps": self.steps, "eta": self.eta, "nfe": "counted per image (last_cost)",
+                "sampler": "CompVis DDIM (latent): tau = range(0, T, T // steps) + 1, last step to abar_0",
+                "model": self.model_info()}

@@ -71,6 +71,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bench.cli_errors import reject_unknown_keys
 from bench.diffusion import alphas_cumprod
 from bench.models.assets import AssetError
 from bench.models.diffusers_prior import schedule_betas
@@ -187,7 +188,8 @@ class LatentPrior:
                 out = self.unet(zin, t, encoder_hidden_states=cond.expand(B, -1, -1)).sample
             else:
                 emb = torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
-                out_u, out_c = self.unet(torch.cat([zin, zin]), torch.cat([t, t]), encoder_hidden_states=emb).sample.chunk(2)
+                out = self.unet(torch.cat([zin, zin]), torch.cat([t, t]), encoder_hidden_states=emb).sample
+                out_u, out_c = out.chunk(2)
                 out = out_u + self.guidance_scale * (out_c - out_u)
         else:
             out = self.unet(zin, t).sample
@@ -217,9 +219,7 @@ def _check_config(model: dict) -> None:
     for key in ("name", "kind", "image_size"):
         if key not in model:
             raise ValueError(f"model {name!r} lacks key {key!r}; see conf/model/latent_tiny.yaml")
-    bad = [k for k in model if k not in KEYS]
-    if bad:
-        raise ValueError(f"model {name!r} (kind {model['kind']}): unknown key(s) {bad}; allowed: {list(KEYS)}")
+    reject_unknown_keys(f"model {name!r} (kind {model['kind']})", model, KEYS)
     if model.get("dtype", "float32") not in DTYPES:
         raise ValueError(f"model {name!r}: dtype={model.get('dtype')!r} is not one of {list(DTYPES)}. "
                          "Fix: model.dtype=float32")

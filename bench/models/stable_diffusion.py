@@ -118,7 +118,8 @@ def _classes():
         import transformers
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError as e:
-        raise AssetError("Stable Diffusion parts (method=sd_inpaint, model kind sd) need the transformers package (CLIP text encoder and tokenizer), which is "
+        raise AssetError("Stable Diffusion parts (method=sd_inpaint, model kind sd) need the transformers package (CLIP "
+                         "text encoder and tokenizer), which is "
                          f"not installed ({e}). Fix: pip install -e \".[sd]\" (or pip install transformers)") from e
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 

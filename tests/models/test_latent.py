@@ -159,8 +159,8 @@ def test_refusals(tmp_path):
     clear_cache()
     with pytest.raises(ValueError, match=r"kind='adm' is not a latent prior kind; allowed: ldm, sd"):
         load_latent_prior({"name": "x", "kind": "adm", "image_size": 32}, "cpu")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['tiny'\]"):
-        load_latent_prior(cfg(tiny=True), "cpu")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['promt \(did you mean prompt\?\)'\]"):
+        load_latent_prior(cfg(promt="a face"), "cpu")
     with pytest.raises(ValueError, match="takes no prompt"):
         load_latent_prior(cfg(prompt="a face"), "cpu")
     with pytest.raises(AssetError, match=r"model.local_dir=.*missing subfolder"):

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bench.api import compose
-from bench.methods import dcdp, diffpir, dps, gdp, ldg, red_diff
+from bench.methods import dcdp, diffpir, dps, gdp, latent_dps, ldg, red_diff
 from bench.tune.space import Param, SpaceError, overrides, parse_space, suggest
 from tests.conftest import CONF_DIR, REPO
 
@@ -44,6 +44,7 @@ OFFICIAL = {
     ("dgp", "mse_weight"): [1.0, 10.0, 50.0, 100.0], ("dgp", "nll_weight"): [0.02],
     ("srldm", "eta"): [0.0, 1.0],
     ("sd_inpaint", "guidance_scale"): [7.5], ("sd_inpaint", "eta"): [0.0, 1.0],  # diffusers' defaults; RePaint ~ DDPM
+    ("latent_dps", "scale"): [*latent_dps.DEFAULT_SCALES.values(), 0.1, 0.9],  # ReSample 0.5 abar_t; PSLD omega 1, 0.1, 0.9
     ("ldg", "scale"): [d["scale"] for d in ldg.DEFAULTS.values()],  # no official code: our defaults
     ("ldg", "lr"): [d["lr"] for d in ldg.DEFAULTS.values()],
     ("daps", "lr"): [1e-4, 5e-5, 1.04e-4, 4.04e-5, 1e-5], ("daps", "tau"): [0.01],  # DAPS configs/task/*.yaml
@@ -53,8 +54,6 @@ OFFICIAL = {
     ("psld", "omega"): [0.1, 0.9, 1.0], ("psld", "gamma"): [0.1, 0.01],  # PSLD run/*.sh and CLI defaults
     ("resample", "scale"): [0.5], ("resample", "gamma"): [40.0],  # ReSample's hard-coded a_t * 0.5 and 40
 }
-#: solvers on a latent prior: composed with the tiny random one (the default model is a pixel prior they refuse)
-LATENT_SOLVERS = {"latent_dps", "psld", "resample"}
 
 _COMPOSED: dict = {}
 
@@ -64,10 +63,14 @@ def optuna():
     return pytest.importorskip("optuna", reason="optuna is not installed (bench.tune's dependency)")
 
 
+#: methods that need a model other than the default pixel prior, and the tiny one they are composed with
+MODEL_OF = {"latent_dps": "latent_tiny", "psld": "latent_tiny", "resample": "latent_tiny"}
+
+
 def composed(name: str, *ovs: str) -> dict:
     """The resolved config of ``method=name`` (+ overrides) as plain containers, composed once per test session."""
     if (name, ovs) not in _COMPOSED:
-        model = ["model=latent_tiny"] if name in LATENT_SOLVERS else []
+        model = [f"model={MODEL_OF[name]}"] if name in MODEL_OF else []
         _COMPOSED[name, ovs] = OmegaConf.to_container(compose(method=name, overrides=[*model, *ovs]), resolve=True)
     return _COMPOSED[name, ovs]
 
