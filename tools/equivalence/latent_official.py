@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def import_official(root: Path, module: str):
     """``module`` (e.g. ``ldm.models.diffusion.ddim``) of the official checkout ``root``, patched for a CPU run."""
     try:
-        import einops  # noqa: F401
+        importlib.import_module("einops")
     except ImportError:
         sys.modules["einops"] = types.SimpleNamespace(repeat=None, rearrange=None)
     sys.path.insert(0, str(root))
@@ -58,8 +58,9 @@ def tiny_prior(dtype=torch.float32):
 
 class OfficialLDM:
     """The attributes of CompVis ``LatentDiffusion`` that the official samplers use, on a project latent prior:
-    float32-valued schedule buffers (as ``register_schedule``; stored in the default dtype), ``apply_model`` = eps, the first-stage calls = decode /
-    encode (``get_first_stage_encoding``: the prior's encode already returns scaled latents)."""
+    float32-valued schedule buffers (as ``register_schedule``; stored in the default dtype), ``apply_model`` = eps,
+    the first-stage calls = decode / encode (``get_first_stage_encoding``: the prior's encode already returns scaled
+    latents)."""
 
     def __init__(self, prior):
         self.prior = prior

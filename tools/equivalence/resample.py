@@ -100,11 +100,13 @@ def main() -> int:
         runs[quirks] = resample_sample(prior.eps, prior.decode, prior.encode, op.A, y, tab, z_T,
                                        lambda: torch.randn(1, 3, 16, 16), events=events,
                                        official_pseudo_x0_formula=quirks, official_lookahead_alphas=quirks)
-    results.append((f"whole sampler, {STEPS} steps, 2 events, official quirks on", float((off.detach() - runs[True]).abs().max())))
+    off = off.detach()
+    results.append((f"whole sampler, {STEPS} steps, 2 events, official quirks on",
+                    float((off - runs[True]).abs().max())))
     code = report(results, TOL)
     with torch.no_grad():
         px = float((prior.decode(off) - prior.decode(runs[False])).abs().max())
-    print(f"info: quirks off (our defaults) vs official: max |diff| = {float((off.detach() - runs[False]).abs().max()):.3g} "
+    print(f"info: quirks off (our defaults) vs official: max |diff| = {float((off - runs[False]).abs().max()):.3g} "
           f"in z_0, {px:.3g} in the decoded picture")
     return code
 
