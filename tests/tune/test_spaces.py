@@ -55,6 +55,8 @@ OFFICIAL = {
     ("mcg_diff", "kappa"): [1e-4], ("mcg_diff", "eta"): [1.0],  # mcg_diff/default.yaml gaussian_var, ddim_100.yaml
     ("mgps", "lr"): [0.03, 0.1], ("mgps", "sigma_y_min"): [0.05], ("mgps", "alpha"): [0.5, 1.0],  # mgps.yaml (gmm, ldm)
     ("fps_smc", "c_rate"): [0.95],  # FPS-SMC sample_condition.py --c_rate
+    ("psld", "omega"): [0.1, 0.9, 1.0], ("psld", "gamma"): [0.1, 0.01],  # PSLD run/*.sh and CLI defaults
+    ("resample", "scale"): [0.5], ("resample", "gamma"): [40.0],  # ReSample's hard-coded a_t * 0.5 and 40
 }
 
 _COMPOSED: dict = {}
@@ -66,7 +68,7 @@ def optuna():
 
 
 #: methods that need a model other than the default pixel prior, and the tiny one they are composed with
-MODEL_OF = {"latent_dps": "latent_tiny"}
+MODEL_OF = {"latent_dps": "latent_tiny", "psld": "latent_tiny", "resample": "latent_tiny"}
 
 
 def composed(name: str, *ovs: str) -> dict:
