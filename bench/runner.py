@@ -155,7 +155,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
     t_warm = time.perf_counter()
     warm_up_writer(opts.metrics)
     timer.seconds["writer_warmup"] = time.perf_counter() - t_warm
-    batch_times, batch_sizes, nfes = [], [], []
+    batch_times, batch_sizes, nfes, costs = [], [], [], []
     bar = tqdm(total=len(pending), desc=f"{method.name}/{task.name}", unit="img", disable=not opts.progress)
     writer = Writer()
     try:
@@ -163,6 +163,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
             for group in _groups(items):
                 _restore_group(group, degradations, method, store, device, opts, timer, batch_times,
                                batch_sizes, nfes, writer)
+                costs.append(dict(method.last_cost))
                 bar.update(len(group))
     finally:
         writer.close()  # every finished batch is written, even when a later batch fails
@@ -181,6 +182,7 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
         "restore_seconds": t_timed,
         "images_per_s": n_timed / t_timed if t_timed > 0 else math.inf,
         "nfe_per_image": (sum(n * b for n, b in zip(nfes, batch_sizes)) / sum(batch_sizes)),
+        "cost_per_image": _mean_cost(costs, batch_sizes),
         "peak_memory_mb": _peak_memory_mb(device),
         "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "device_name": device_name(device),
@@ -189,6 +191,13 @@ def restore_dataset(dataset: ImageDataset, task: Task, method: Method, store: Ru
         "batch_rule": opts.batch_rule,
         "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
     }
+
+
+def _mean_cost(costs: list[dict], sizes: list[int]) -> dict[str, float]:
+    """Each counted quantity of ``Method.last_cost`` per image, averaged over the batches (weighted by their size);
+    {} for a method that counts only its NFE."""
+    keys = sorted({k for c in costs for k in c})
+    return {k: sum(c.get(k, 0) * b for c, b in zip(costs, sizes)) / sum(sizes) for k in keys}
 
 
 def _restore_group(group, degradations, method, store, device, opts, timer, batch_times, batch_sizes, nfes,

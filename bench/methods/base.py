@@ -34,6 +34,9 @@ class Method:
         self.device = torch.device("cpu")
         #: network function evaluations per image of the last restore call
         self.last_nfe = 0
+        #: the other counted work per image of the last restore call, where a method counts it (backward passes
+        #: through the prior ``unet_vjp``, decoder / encoder calls, optimiser iterations); the run manifest keeps it
+        self.last_cost: dict[str, float] = {}
 
     def unsupported_reason(self, task: Task) -> str | None:
         """None when the method can run ``task``; otherwise a human-readable reason."""

@@ -41,7 +41,6 @@ class LatentMethod(Method):
         self.model = to_plain(model)
         require_latent(self.model, self.name)
         self.prior: LatentPrior | None = None
-        self.last_cost: dict[str, float] = {}
         self._vjp: dict[str, int] = {}
         self._warned_size = False
 

@@ -296,6 +296,7 @@ class MGPS(PriorMethod):
         x0 = mgps_sample(x0_fn, log_lik, self.levels, x_T, alpha=self.alpha, lr=self.step_lr, threshold=self.threshold,
                          steps_fn=self.steps_fn, noise=lambda: seeding.randn(generators, op.x_shape, self.device))
         self.last_nfe, self.last_vjp, self.last_sigma_y = x0_fn.forward, x0_fn.vjp, sigma_y
+        self.last_cost = {"unet_forward": x0_fn.forward, "unet_vjp": x0_fn.vjp}
         return self.to_image(x0)
 
     def describe(self) -> dict:

@@ -234,6 +234,8 @@ def test_tiny_end_to_end_run(tmp_path):
     text = json.dumps(json.loads((run / "manifest.json").read_text()))
     assert '"nfe": 12' in text and '"vjp": 4' in text and "MGPS (midpoint" in text
     assert '"backprop_through_prior": true' in text
+    (timing,) = [json.loads(p.read_text()) for p in (run / "timing").glob("*.json")]
+    assert timing["cost_per_image"] == {"unet_forward": 12, "unet_vjp": 4} and timing["nfe_per_image"] == 12
     assert len(list((run / "images").glob("*.png"))) == 1
 
 

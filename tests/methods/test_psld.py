@@ -143,4 +143,11 @@ def test_cli_run_on_the_tiny_latent_prior(method, tmp_path):
                                                     f"run.results_root={tmp_path}", "run.progress=false", *extra])
     (row,) = [json.loads(p.read_text()) for p in (out / "rows").glob("*.json")]
     assert row["nfe"] == (7 if method == "resample" else 4)  # resample: events at index 3, 2, 1, 1 look-ahead each
+    (timing,) = [json.loads(p.read_text()) for p in (out / "timing").glob("*.json")]
+    cost = timing["cost_per_image"]  # the counted work beside the NFE, kept by the runner (bench/runner.py)
+    assert cost["unet_forward"] == row["nfe"] and cost["unet_vjp"] == 4  # one VJP per DDIM step
+    if method == "psld":
+        assert cost["decoder_vjp"] == 4
+    else:  # + one decoder VJP per latent-optimisation iteration
+        assert cost["decoder_vjp"] == 4 + cost["latent_iterations"] and cost["latent_iterations"] > 0
     assert 0 <= row["psnr"] < 60
