@@ -25,11 +25,13 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 from PIL import Image
 
 from bench.imageio import atomic_write_bytes
+from bench.report.compare import NAMES, UNITS
 
 __all__ = ["THUMB", "PLOT_METRICS", "site_data", "write_site"]
 
@@ -71,7 +73,7 @@ def _run_entry(row, run, root_rel: str, styles: dict) -> dict:
             "nfe": _num(row.get("nfe_per_image")), "images_per_s": _num(row.get("images_per_s")),
             "settings": str(row.get("settings") or "official settings"),
             "tuned": str(row.get("settings") or "official settings") != "official settings",
-            "colour": colour, "marker": _MARKERS.get(marker, "circle"), "href": f"{root_rel}/{d}",
+            "colour": colour, "marker": _MARKERS.get(marker, "circle"), "href": quote(f"{root_rel}/{d}"),
             "files": [f for f in RUN_FILES if (run.dir / f).is_file()]}
 
 
@@ -85,7 +87,7 @@ def _plot_values(frame, d: str) -> dict:
     return out
 
 
-def _thumbs(out: Path, section: dict, ids: list[str]) -> str | None:
+def _thumbs(out: Path, section: dict, ids: list[str]) -> str:
     """Thumbnails of the ground truth (else the first run's degraded input) for ``ids``; their folder,
     relative to ``out``."""
     ref = section.get("reference")
@@ -131,9 +133,9 @@ def site_data(out: Path, root: Path, sections: list[dict], values: dict, styles:
             ref = s.get("reference")
             entry.update(n=tab.n, warnings=s["warnings"], verdicts=s["verdicts"], table=s["table"],
                          paired=s.get("paired"), budget=s.get("budget"), figures=s["figures"], runs=rows,
-                         images={"ids": ids, "thumbs": _thumbs(out, s, ids), "size": _image_size(s, ids),
+                         images={"ids": ids, "thumbs": quote(_thumbs(out, s, ids)), "size": _image_size(s, ids),
                                  "reference": None if ref is None else
-                                 f"{root_rel}/{Path(ref).relative_to(root).as_posix()}"})
+                                 quote(f"{root_rel}/{Path(ref).relative_to(root).as_posix()}")})
             detail[sid] = {d: {m: [_num(values[d][m].get(i)) for i in ids] for m in PLOT_METRICS
                                if any(i in values[d][m] for i in ids)} for d in tab.runs["run_dir"]}
         page.append(entry)
@@ -149,7 +151,8 @@ def write_site(out: Path, root: Path, sections: list[dict], values: dict, styles
                assets: list[str]) -> Path:
     """Write ``index.html`` and ``browser/`` (see the module docstring); returns the page."""
     data, detail = site_data(out, root, sections, values, styles)
-    data.update(title=title, intro=intro, assets=[a[2:] if a.startswith("- ") else a for a in assets if a])
+    data.update(title=title, intro=intro, assets=[a[2:] if a.startswith("- ") else a for a in assets if a],
+                metrics=[[m, NAMES[m] + (f" ({UNITS[m].strip()})" if m in UNITS else "")] for m in PLOT_METRICS])
     static = resources.files("bench.report") / "static"
     for name in ("browser.js", "browser.css"):
         atomic_write_bytes(out / "browser" / name, (static / name).read_bytes())

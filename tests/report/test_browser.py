@@ -151,5 +151,5 @@ def test_page_in_chromium(site):
                     "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
         c.mouse("mouseMoved", *pt)
         tip = c.eval("document.querySelector('#tip').hidden ? '' : document.querySelector('#tip').textContent")
-        assert re.search(r"steps \d+, NFE/img \d+", tip) and re.search(r"psnr [\d.]+ \[[\d.]+, [\d.]+\]", tip), tip
+        assert re.search(r"steps \d+, NFE/img \d+", tip) and re.search(r"PSNR \(dB\) [\d.]+ \[[\d.]+, [\d.]+\]", tip), tip
         assert c.errors == []

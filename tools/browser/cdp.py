@@ -48,14 +48,15 @@ class Chromium:
         to_child, self._w = os.pipe()   # we write commands, Chromium reads fd 3
         self._r, from_child = os.pipe()  # Chromium writes fd 4, we read
 
-        def fds():  # in the child: the pipe ends as fds 3 and 4 (moved above 10 first, so none is overwritten)
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child)]
+        def fds():  # in the child: the pipe ends as fds 3 and 4, inheritable (copied above 10 first, so that
+            # neither overwrites the other); every other descriptor of ours is close-on-exec (Python's default)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child, from_child)]
             for fd, target in zip(high, (3, 4)):
                 os.dup2(fd, target)
 
         self.proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self._profile.name}",
                                       f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank"],
-                                     pass_fds=(3, 4, to_child, from_child), preexec_fn=fds,
+                                     close_fds=False, preexec_fn=fds,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child)
         os.close(from_child)

@@ -4,6 +4,7 @@
 "use strict";
 const B = window.BENCH;
 const PAGE = 48;                       // thumbnails per overview page
+const MNAME = Object.fromEntries(B.metrics);  // metric key -> its name with unit, in the table order
 const ZOOMS = [0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128];  // 1 = native pixels
 const $ = (sel, el = document) => el.querySelector(sel);
 const S = { sec: 0, view: "board", img: null, page: 0, left: null, right: null, mode: "side",
@@ -14,6 +15,7 @@ function esc(s) { return String(s).replace(/[&<>"]/g, c => ({ "&": "&amp;", "<":
 function md(s) { return esc(s).replace(/\*\*(.+?)\*\*/g, "<b>$1</b>").replace(/`([^`]+)`/g, "<code>$1</code>"); }
 function el(tag, attrs = {}, html = "") { const e = document.createElement(tag); for (const k in attrs) e.setAttribute(k, attrs[k]); e.innerHTML = html; return e; }
 const sec = () => B.sections[S.sec];
+const enc = encodeURIComponent;  // image ids in file names
 const runName = r => r.label + (r.steps !== null ? `, ${r.steps} steps` : "");
 
 // ------------------------------------------------------------------------------------------- routing
@@ -104,9 +106,9 @@ function skipped(main, s) { s.skipped.forEach(x => main.append(el("p", { class: 
 // ------------------------------------------------------------------------------------------- images
 function sources(s) {
   const out = [];
-  if (s.images.reference) out.push({ key: "gt", name: "ground truth", path: id => `${s.images.reference}/${id}.png` });
-  out.push({ key: "degraded", name: "degraded input", path: id => `${s.runs[0].href}/degraded/${id}.png` });
-  s.runs.forEach(r => out.push({ key: r.run_dir, name: runName(r), run: r, path: id => `${r.href}/images/${id}.png` }));
+  if (s.images.reference) out.push({ key: "gt", name: "ground truth", path: id => `${s.images.reference}/${enc(id)}.png` });
+  out.push({ key: "degraded", name: "degraded input", path: id => `${s.runs[0].href}/degraded/${enc(id)}.png` });
+  s.runs.forEach(r => out.push({ key: r.run_dir, name: runName(r), run: r, path: id => `${r.href}/images/${enc(id)}.png` }));
   return out;
 }
 function overview(main, s) {
@@ -115,7 +117,7 @@ function overview(main, s) {
   [["prev", -1], ["next", 1]].forEach(([t, d]) => { const b = el("button", {}, t); b.onclick = () => { S.page = Math.min(pages - 1, Math.max(0, S.page + d)); render(); }; pager.append(b); });
   const grid = el("div", { class: "thumbs" });
   ids.slice(S.page * PAGE, (S.page + 1) * PAGE).forEach((id, k) => {
-    const f = el("figure", { "data-id": id }, `<img loading="lazy" alt="${esc(id)}" src="${esc(s.images.thumbs)}/${esc(id)}.png"><figcaption>${esc(id)}</figcaption>`);
+    const f = el("figure", { "data-id": id }, `<img loading="lazy" alt="${esc(id)}" src="${esc(s.images.thumbs)}/${esc(enc(id))}.png"><figcaption>${esc(id)}</figcaption>`);
     f.onclick = () => go("images", { img: S.page * PAGE + k });
     grid.append(f);
   });
@@ -170,7 +172,7 @@ function compare(main, s) {
     const lab = el("label", {}, side + " "); lab.append(sel); ctl.append(lab);
   }
   ctl.append(el("span", {}, `<button id="mode">${S.mode === "side" ? "before/after slider" : "side by side"}</button> <button id="zout">−</button> <span id="zoomlabel"></span> <button id="zin">+</button> <button id="z1">1:1</button> <button id="zfit">fit</button>`));
-  main.append(ctl);
+  main.append(ctl, el("p", { class: "note" }, "Keys: ←/→ image, ↑/↓ method on the right, s slider, +/− zoom (or the wheel; drag to pan), Esc overview. Zoom is nearest-neighbour; 1:1 = native pixels."));
   const view = el("div", { class: "compare" });
   if (S.mode === "side") {
     for (const x of [L, R]) { const p = el("div", { class: "pane", "data-side": x === L ? "left" : "right" }, imgTag(x, id, size) + `<span class="cap">${esc(x.name)}</span>`); paneEvents(p); view.append(p); }
@@ -191,8 +193,8 @@ function compare(main, s) {
   applyZoom();
   loadDetail(s, () => {
     const det = window.BENCH_IMAGES[s.id], runs = [L, R].filter(x => x.run);
-    const ms = [...new Set(runs.flatMap(x => Object.keys(det[x.key] || {})))];
-    $("#metrics").innerHTML = runs.length ? `<table class="metrics"><tr><th>image ${esc(id)}</th>` + ms.map(m => `<th>${esc(m)}</th>`).join("") + "</tr>" +
+    const ms = B.metrics.map(x => x[0]).filter(m => runs.some(x => (det[x.key] || {})[m]));
+    $("#metrics").innerHTML = runs.length ? `<table class="metrics"><tr><th>image ${esc(id)}</th>` + ms.map(m => `<th>${esc(MNAME[m])}</th>`).join("") + "</tr>" +
       runs.map(x => `<tr><td>${esc(x.name)}</td>` + ms.map(m => { const v = ((det[x.key] || {})[m] || [])[S.img]; return `<td>${v === null || v === undefined ? "n/a" : +v.toPrecision(5)}</td>`; }).join("") + "</tr>").join("") + "</table>" : "";
   });
 }
@@ -222,11 +224,10 @@ function marker(shape, x, y, c, dash) {
   return `<circle cx="${x}" cy="${y}" r="${r}" ${a}/>`;
 }
 function plots(main, s) {
-  const order = ["psnr", "ssim", "lpips", "consistency", "consistency_gdp", "loe", "niqe", "pi"];  // html.PLOT_METRICS
-  const metrics = order.filter(m => s.runs.some(r => r.values[m]));
+  const metrics = B.metrics.map(x => x[0]).filter(m => s.runs.some(r => r.values[m]));
   if (!metrics.length) { main.append(el("p", {}, "No per-image metric to plot.")); return; }
   if (!metrics.includes(S.metric)) S.metric = metrics[0];
-  const ctl = el("div", { class: "controls" }, `<label>y <select id="ymetric">${metrics.map(m => `<option>${m}</option>`).join("")}</select></label> <label>x <select id="xaxis"><option value="images_per_s">img/s (restore call)</option><option value="nfe">NFE / image</option></select></label>`);
+  const ctl = el("div", { class: "controls" }, `<label>y <select id="ymetric">${metrics.map(m => `<option value="${m}">${esc(MNAME[m])}</option>`).join("")}</select></label> <label>x <select id="xaxis"><option value="images_per_s">img/s (restore call)</option><option value="nfe">NFE / image</option></select></label>`);
   main.append(ctl);
   $("#ymetric").value = S.metric; $("#xaxis").value = S.x;
   $("#ymetric").onchange = e => { S.metric = e.target.value; render(); };
@@ -243,7 +244,7 @@ function plots(main, s) {
   ticks(x0, x1, true).forEach(v => { svg += `<line x1="${X(v)}" x2="${X(v)}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/><text x="${X(v)}" y="${H - m.b + 14}" text-anchor="middle">${+v.toPrecision(3)}</text>`; });
   ticks(y0, y1, false).forEach(v => { svg += `<line x1="${m.l}" x2="${W - m.r}" y1="${Y(v)}" y2="${Y(v)}" stroke="#eee"/><text x="${m.l - 4}" y="${Y(v) + 4}" text-anchor="end">${v}</text>`; });
   svg += `<text x="${(W + m.l) / 2}" y="${H - 8}" text-anchor="middle">${S.x === "nfe" ? "NFE / image (log)" : "images / s of the restore call (log)"}</text>`;
-  svg += `<text transform="translate(14 ${(H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(S.metric)} (mean, 95 % interval, N = ${s.n})</text>`;
+  svg += `<text transform="translate(14 ${(H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(MNAME[S.metric])}: mean and 95 % interval over the N = ${s.n} common images</text>`;
   const groups = {}; pts.forEach(r => (groups[r.label] = groups[r.label] || []).push(r));
   for (const g of Object.values(groups)) {
     g.sort((a, b) => a[S.x] - b[S.x]);
@@ -259,7 +260,7 @@ function plots(main, s) {
   document.querySelectorAll("#tradeoff g[data-i]").forEach(g => {
     const r = pts[+g.dataset.i], [v, lo, hi] = r.values[S.metric];
     g.addEventListener("mouseenter", e => {
-      tip.textContent = `${r.label}\nsteps ${r.steps ?? "-"}, NFE/img ${r.nfe ?? "n/a"}, img/s ${r.images_per_s === null ? "n/a" : +r.images_per_s.toPrecision(3)}\n${S.metric} ${+v.toPrecision(5)}` + (lo !== null && hi !== null ? ` [${+lo.toPrecision(5)}, ${+hi.toPrecision(5)}] (± ${+((hi - lo) / 2).toPrecision(3)})` : "") + `\n${r.settings}`;
+      tip.textContent = `${r.label}\nsteps ${r.steps ?? "-"}, NFE/img ${r.nfe ?? "n/a"}, img/s ${r.images_per_s === null ? "n/a" : +r.images_per_s.toPrecision(3)}\n${MNAME[S.metric]} ${+v.toPrecision(5)}` + (lo !== null && hi !== null ? ` [${+lo.toPrecision(5)}, ${+hi.toPrecision(5)}] (± ${+((hi - lo) / 2).toPrecision(3)})` : "") + `\n${r.settings}`;
       tip.hidden = false; tip.style.left = e.clientX + 12 + "px"; tip.style.top = e.clientY + 12 + "px";
     });
     g.addEventListener("mouseleave", () => { tip.hidden = true; });
