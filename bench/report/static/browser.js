@@ -195,7 +195,7 @@ function compare(main, s) {
     const det = window.BENCH_IMAGES[s.id], runs = [L, R].filter(x => x.run);
     const ms = B.metrics.map(x => x[0]).filter(m => runs.some(x => (det[x.key] || {})[m]));
     $("#metrics").innerHTML = runs.length ? `<table class="metrics"><tr><th>image ${esc(id)}</th>` + ms.map(m => `<th>${esc(MNAME[m])}</th>`).join("") + "</tr>" +
-      runs.map(x => `<tr><td>${esc(x.name)}</td>` + ms.map(m => { const v = ((det[x.key] || {})[m] || [])[S.img]; return `<td>${v === null || v === undefined ? "n/a" : +v.toPrecision(5)}</td>`; }).join("") + "</tr>").join("") + "</table>" : "";
+      runs.map(x => `<tr><td>${esc(x.name)}</td>` + ms.map(m => { const v = ((det[x.key] || {})[m] || [])[S.img]; return `<td>${v === null || v === undefined ? "n/a" : Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(3) : +v.toPrecision(5)}</td>`; }).join("") + "</tr>").join("") + "</table>" : "";
   });
 }
 document.addEventListener("keydown", e => {
