@@ -54,19 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     spent, original = {}, html.write_site
 
     def timed(*args, **kw):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kw)
         finally:
-            spent["html"] = time.perf_counter() - t0
+            spent["html"], spent["html_cpu"] = time.perf_counter() - t0, time.process_time() - c0
 
     html.write_site = timed
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         out = build_report(ReportOptions(results=a.tree, name="scale", out=Path(tmp), bootstrap=a.bootstrap))
-        total = time.perf_counter() - t
-        print(f"report: {total:.1f} s in all, of which the HTML (data, per-image files, thumbnails) {spent['html']:.1f} s "
-              f"({os.cpu_count()} CPUs)")
+        total, cpu = time.perf_counter() - t, time.process_time() - cpu
+        print(f"report: {total:.1f} s wall ({cpu:.1f} s CPU) in all, of which the HTML (data, per-image files, "
+              f"thumbnails) {spent['html']:.1f} s wall ({spent['html_cpu']:.1f} s CPU); {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"report: browser/data.js {(out / 'browser' / 'data.js').stat().st_size / 1e6:.2f} MB, per-image files "
               f"{_size(out / 'browser' / 'images') / 1e6:.1f} MB, thumbnails {_size(out / 'thumbs') / 1e6:.1f} MB")
         with Chromium() as c:

@@ -25,6 +25,8 @@ STEPS = (
                     ".click()"),
     ("images", "document.querySelector('#tabs [data-view=images]').click()"),
     ("compare", "document.querySelector('.thumbs figure:nth-child(3)').click();"
+                "{ const r = document.querySelector('#right'); r.value = [...r.options].find(o => o.text === "
+                "'ddrm, 50 steps').value; r.dispatchEvent(new Event('change')); }"
                 "document.querySelector('#zin').click(); document.querySelector('#zin').click()"),
     ("slider", "document.querySelector('#mode').click(); document.querySelector('#zfit').click();"
                "{ const p = document.querySelector('.pane').getBoundingClientRect(), r = document.querySelector("

@@ -212,7 +212,12 @@ document.addEventListener("keydown", e => {
 
 // ------------------------------------------------------------------------------------------- plots
 function ticks(lo, hi, log) {
-  if (log) { const out = []; for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++) for (const m of [1, 2, 5]) { const v = m * 10 ** p; if (v >= lo && v <= hi) out.push(v); } return out; }
+  if (log) {  // 1-2-5 per decade; 1..9 when that leaves fewer than two ticks
+    for (const subs of [[1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+      const out = []; for (let p = Math.floor(Math.log10(lo)); p <= Math.ceil(Math.log10(hi)); p++) for (const m of subs) { const v = m * 10 ** p; if (v >= lo && v <= hi) out.push(v); }
+      if (out.length >= 2 || subs.length > 3) return out;
+    }
+  }
   const step = 10 ** Math.floor(Math.log10((hi - lo) / 4 || 1)), n = [1, 2, 5].map(m => m * step).find(st => (hi - lo) / st <= 6) || 10 * step;
   const out = []; for (let v = Math.ceil(lo / n) * n; v <= hi + 1e-12; v += n) out.push(+v.toPrecision(6)); return out;
 }
@@ -244,7 +249,7 @@ function plots(main, s) {
   ticks(x0, x1, true).forEach(v => { svg += `<line x1="${X(v)}" x2="${X(v)}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/><text x="${X(v)}" y="${H - m.b + 14}" text-anchor="middle">${+v.toPrecision(3)}</text>`; });
   ticks(y0, y1, false).forEach(v => { svg += `<line x1="${m.l}" x2="${W - m.r}" y1="${Y(v)}" y2="${Y(v)}" stroke="#eee"/><text x="${m.l - 4}" y="${Y(v) + 4}" text-anchor="end">${v}</text>`; });
   svg += `<text x="${(W + m.l) / 2}" y="${H - 8}" text-anchor="middle">${S.x === "nfe" ? "NFE / image (log)" : "images / s of the restore call (log)"}</text>`;
-  svg += `<text transform="translate(14 ${(H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(MNAME[S.metric])}: mean and 95 % interval over the N = ${s.n} common images</text>`;
+  svg += `<text transform="translate(14 ${(H - m.b) / 2}) rotate(-90)" text-anchor="middle">${esc(MNAME[S.metric])}: mean, 95 % interval (N = ${s.n})</text>`;
   const groups = {}; pts.forEach(r => (groups[r.label] = groups[r.label] || []).push(r));
   for (const g of Object.values(groups)) {
     g.sort((a, b) => a[S.x] - b[S.x]);
