@@ -224,7 +224,8 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         for _, d in sub_all[~sub_all["shown"].astype(bool)].iterrows():
             lines.append(f"- duplicate not shown: `{d['run_dir']}` ({int(d['n_images'])} images) = same label, "
                          f"steps and code version as `{d['duplicate_of']}`")
-        data["table"] = {"caption": caption, "headers": headers, "rows": cells, "under": [x[2:] for x in lines[first:]]}
+        data["table"] = {"caption": caption, "headers": headers, "rows": cells,
+                         "under": [x[2:] for x in lines[first:]]}
         lines.append("")
         paired = tables.paired_cells(tab)
         if paired:
@@ -239,16 +240,17 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
                       "devices and checkpoints: compare trends, not digits.", "", *companion, ""]
             lines += [f"- {c}" for c in papers.paper_caption(pv, task, sig)] + [""]
         stem = f"{dataset}_{task}"
-        png, svg, cap = figures.tradeoff_figure(_common_frame(tab), fig_dir / f"{stem}_tradeoff",
+        frame = _common_frame(tab)
+        png, svg, cap = figures.tradeoff_figure(frame, fig_dir / f"{stem}_tradeoff",
                                                 figures.fid_unavailable_reason(tab.runs), styles=styles,
                                                 n_common=tab.n)
         lines += [f"![quality vs throughput, {dataset}/{task}](figures/{png.name})", "",
                   f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as in "
                   "the table.*", ""]
-        data.update(frame=_common_frame(tab), figures=[png.name])
+        data.update(frame=frame, figures=[png.name])
         budget = tables.budget_cells(tab)
         if budget:
-            png, svg, cap = figures.nfe_figure(_common_frame(tab), fig_dir / f"{stem}_nfe", styles=styles,
+            png, svg, cap = figures.nfe_figure(frame, fig_dir / f"{stem}_nfe", styles=styles,
                                                n_common=tab.n)
             data["budget"] = {"caption": budget[2], "headers": budget[0], "rows": budget[1]}
             data["figures"].append(png.name)
