@@ -11,6 +11,7 @@ Pipeline (:func:`build_report`)::
     view when the runs span >= 2 NFE values ("Best at <= N NFE" and quality vs NFE) and the sample grid
     (figures), skipped cells
     ->  reports/<name>/README.md (conventions, missing assets once, one section per (dataset, task))
+    ->  reports/<name>/index.html, the results browser, from the same section objects (bench.report.html)
 
 Everything written is a pure function of the stored files of the results root, the paper values and the
 options (no dates, no absolute paths, fixed figure metadata, intervals and Monte Carlo tests seeded by the
@@ -44,6 +45,7 @@ class ReportOptions:
     niqe_crop_border: int = 4
     wandb_project: str | None = None
     validation: bool = False  # also runs on validation splits (bench.tune's trials); left out by default
+    html: bool = True  # also write the browsable index.html (bench.report.html)
 
 
 def _conventions(opts: ReportOptions) -> list[str]:
@@ -177,7 +179,9 @@ def _fid_on_common(tab, by_dir, root, res) -> None:
 
 
 def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=None, assets=None,
-             styles=None) -> list[str]:
+             styles=None) -> tuple[list[str], dict]:
+    """The markdown lines of one (dataset, task) and the same computed parts as data (:mod:`bench.report.html`
+    renders them: every table cell, verdict and caption is the same string in both)."""
     import pandas as pd
 
     from bench.report import compare, figures, papers, tables
@@ -186,6 +190,8 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
     dataset, task = key
     lines = [f"## {dataset} / {task}", ""]
     skip = [s for s in skipped if (s["dataset"], s["task"]) == key]
+    data: dict = {"dataset": dataset, "task": task, "skipped": [
+        f"`{s['method']}` x `{s['task']}`: {dm.short_reason(s['reason'])}" for s in skip]}
     if sub_all is not None and len(sub_all):
         sub = sub_all[sub_all["shown"].astype(bool)].reset_index(drop=True)
         by_dir = {r.dir.relative_to(root).as_posix(): r for r in runs}
@@ -195,12 +201,15 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         settings, warnings = tables.settings_caption(tab)
         lines += [*warnings, ""] if warnings else []
         verdicts = [v for v in (compare.verdict(tab, m) for m in compare.QUALITY) if v]
+        data.update(tab=tab, warnings=warnings, verdicts=verdicts)
         if verdicts:
             lines += [f"**Verdict** (paired sign-flip tests on the {tab.n} common images, Holm-corrected per "
                       "metric; details under the paired differences):", ""] + [f"- {v}" for v in verdicts] + [""]
         notes = tables.Notes(assets)
-        table, under = tables.our_table(tab, notes)
-        lines += [" ".join(tables.common_caption(tab) + settings), "", table, ""]
+        headers, cells, under = tables.our_cells(tab, notes)
+        caption = " ".join(tables.common_caption(tab) + settings)
+        lines += [caption, "", tables.markdown_table(headers, cells), ""]
+        first = len(lines)
         lines += [f"- {u}" for u in under] + [f"- {n}" for n in notes.lines()]
         conv = sorted(set(tab.runs["metrics_convention"].astype(str)))
         lines.append(f"- Conventions of this table: {'; '.join(conv)}.")
@@ -215,11 +224,15 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         for _, d in sub_all[~sub_all["shown"].astype(bool)].iterrows():
             lines.append(f"- duplicate not shown: `{d['run_dir']}` ({int(d['n_images'])} images) = same label, "
                          f"steps and code version as `{d['duplicate_of']}`")
+        data["table"] = {"caption": caption, "headers": headers, "rows": cells,
+                         "under": [x[2:] for x in lines[first:]]}
         lines.append("")
-        paired = tables.paired_table(tab)
+        paired = tables.paired_cells(tab)
         if paired:
-            lines += [f"**Paired differences ({dataset} / {task})**: row minus reference. "
-                      f"{tables.significance_caption(tab)}", "", paired, ""]
+            data["paired"] = {"caption": f"row minus reference. {tables.significance_caption(tab)}",
+                              "headers": paired[0], "rows": paired[1]}
+            lines += [f"**Paired differences ({dataset} / {task})**: {data['paired']['caption']}", "",
+                      tables.markdown_table(*paired), ""]
         companion = papers.paper_table(pv, task, set(tab.runs["method"].astype(str)))
         if companion:
             sig = [float(v) for v in pd.to_numeric(tab.runs["task_sigma"], errors="coerce")]
@@ -227,17 +240,22 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
                       "devices and checkpoints: compare trends, not digits.", "", *companion, ""]
             lines += [f"- {c}" for c in papers.paper_caption(pv, task, sig)] + [""]
         stem = f"{dataset}_{task}"
-        png, svg, cap = figures.tradeoff_figure(_common_frame(tab), fig_dir / f"{stem}_tradeoff",
+        frame = _common_frame(tab)
+        png, svg, cap = figures.tradeoff_figure(frame, fig_dir / f"{stem}_tradeoff",
                                                 figures.fid_unavailable_reason(tab.runs), styles=styles,
                                                 n_common=tab.n)
         lines += [f"![quality vs throughput, {dataset}/{task}](figures/{png.name})", "",
                   f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as in "
                   "the table.*", ""]
-        budget = tables.budget_table(tab)
+        data.update(frame=frame, figures=[png.name])
+        budget = tables.budget_cells(tab)
         if budget:
-            png, svg, cap = figures.nfe_figure(_common_frame(tab), fig_dir / f"{stem}_nfe", styles=styles,
+            png, svg, cap = figures.nfe_figure(frame, fig_dir / f"{stem}_nfe", styles=styles,
                                                n_common=tab.n)
-            lines += [f"**Best at ≤ N NFE ({dataset} / {task})**: {budget[1]}", "", budget[0], "",
+            data["budget"] = {"caption": budget[2], "headers": budget[0], "rows": budget[1]}
+            data["figures"].append(png.name)
+            lines += [f"**Best at ≤ N NFE ({dataset} / {task})**: {budget[2]}", "",
+                      tables.markdown_table(budget[0], budget[1]), "",
                       f"![quality vs NFE, {dataset}/{task}](figures/{png.name})", "",
                       f"*Figure ([SVG](figures/{svg.name})): {cap} Values over the N = {tab.n} common images, as "
                       "in the table.*", ""]
@@ -255,14 +273,15 @@ def _section(key, sub_all, pv, runs, root, fig_dir, opts, values, skipped, res=N
         grids, _ = figures.sample_grid(cols, ref if ref.is_dir() else None, fig_dir / f"{stem}_grid.png",
                                        opts.grid_rows, colors=colours)
         lines += [ln for g in grids for ln in (f"![samples {dataset}/{task}](figures/{g.name})", "")]
+        data.update(reference=ref if ref.is_dir() else None, runs={d: by_dir[d] for d in tab.runs["run_dir"]})
         lines += [f"*Samples: rows = ground truth, degraded input, then each method at its largest step count "
                   f"(swatch = its colour in the figure); columns = the first {opts.grid_rows} image ids common to "
                   f"all runs (per-tile PSNR / LPIPS underneath), then a {figures.ZOOM}x zoom of the centre of the "
                   "first; tiles upscaled nearest-neighbour.*", ""]
     else:
         lines += ["No finished run of this (dataset, task).", ""]
-    lines += [f"- skipped: `{s['method']}` x `{s['task']}`: {dm.short_reason(s['reason'])}" for s in skip]
-    return lines + ([""] if skip else [])
+    lines += [f"- skipped: {s}" for s in data["skipped"]]
+    return lines + ([""] if skip else []), data
 
 
 def _missing_assets(assets: dict) -> list[str]:
@@ -273,7 +292,8 @@ def _missing_assets(assets: dict) -> list[str]:
 
 
 def build_report(opts: ReportOptions) -> Path:
-    """Write ``<out>/<name>/{README.md, runs.csv, runs.parquet, figures/}``; returns the report folder."""
+    """Write ``<out>/<name>/{README.md, runs.csv, runs.parquet, figures/}`` (and ``index.html``, ``browser/``,
+    ``thumbs/`` with ``opts.html``); returns the report folder."""
     import pandas as pd
 
     from bench.report import aggregate, dataset_metrics, figures, papers
@@ -320,12 +340,19 @@ def build_report(opts: ReportOptions) -> Path:
                   | {(s["dataset"], s["task"]) for s in skipped})
     assets: dict[str, str] = {}
     styles = figures.style_map(df["base_label"]) if len(df) else {}  # a colour and marker per method, report-wide
-    body = []
+    body, sections = [], []
     for key in keys:
         sub = df[(df["dataset"] == key[0]) & (df["task"] == key[1])] if len(df) else pd.DataFrame()
-        body += _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, res, assets, styles)
+        part, data = _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, res, assets, styles)
+        body += part
+        sections.append(data)
     lines += _missing_assets(assets) + body
     atomic_write_bytes(out / "README.md", ("\n".join(lines).rstrip() + "\n").encode())
+    if opts.html:
+        from bench.report import html
+
+        html.write_site(out, root, sections, values, styles, title=lines[0][2:], intro=lines[2],
+                        assets=_missing_assets(assets)[4:])
     if opts.wandb_project:
         from bench.loggers import log_report_to_wandb
 

@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", action="store_true",
                    help="also report runs on validation splits (dataset.split=validation: bench.tune's trials), "
                         "which are left out by default")
+    p.add_argument("--no-html", dest="html", action="store_false",
+                   help="skip the browsable index.html (written by default beside README.md; docs/results-browser.md)")
     return p
 
 
@@ -55,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                          niqe_params=niqe, nrqm_weights=a.nrqm_weights, bootstrap=a.bootstrap, seed=a.seed,
                          device=a.device, grid_rows=a.grid_rows, niqe_variant=a.niqe_variant,
                          niqe_crop_border=a.niqe_crop_border, wandb_project=a.wandb,
-                         validation=a.validation)
+                         validation=a.validation, html=a.html)
     try:
         out = build_report(opts)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"[bench.report] wrote {out / 'README.md'}")
+    print(f"[bench.report] wrote {out / 'README.md'}" + (f" and {out / 'index.html'}" if a.html else ""))
     return 0
 
 

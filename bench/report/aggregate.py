@@ -219,13 +219,13 @@ def _parse_label(label: str) -> tuple[int | None, str]:
 
 def scan(root: Path) -> list[Run]:
     """Every run with at least one finished image, sorted by (dataset, task, variant, steps, hash)."""
-    runs = []
+    runs, refs = [], {}  # refs: each ground-truth PNG is checked once, not once per run that uses it
     for man in sorted(Path(root).glob("*/*/*/*/manifest.json")):
         d = man.parent
         dataset, task, method = d.parts[-4], d.parts[-3], d.parts[-2]
         if dataset.startswith(".") or task == "_reference":
             continue
-        good, problems = checked_rows(root, d)
+        good, problems = checked_rows(root, d, refs)
         for msg in problems:
             warnings.warn(f"{d.relative_to(root)}: left out of the report: {msg}. Fix: rerun the cell's command "
                           "(resume redoes it) and check with `python -m bench.verify`", stacklevel=2)
@@ -245,9 +245,11 @@ def scan(root: Path) -> list[Run]:
     return runs
 
 
-def checked_rows(root: Path, run_dir: Path) -> tuple[list[dict], list[str]]:
+def checked_rows(root: Path, run_dir: Path, refs: dict | None = None) -> tuple[list[dict], list[str]]:
     """Rows whose PNGs (and ground truth, where there is one) match their sha256 records, and a message per
-    row left out: a damaged run is reported without its damaged images instead of crashing the report."""
+    row left out: a damaged run is reported without its damaged images instead of crashing the report.
+    ``refs`` (reference PNG -> its problem or None) remembers the ground truth already checked."""
+    refs = {} if refs is None else refs
     try:
         man = read_json(run_dir / "manifest.json")
         d = man["dataset"]
@@ -257,7 +259,10 @@ def checked_rows(root: Path, run_dir: Path) -> tuple[list[dict], list[str]]:
     rows, problems = load_rows(run_dir, check_files=True)
     good = []
     for row in rows:
-        problem = reference_problem(ref / f"{row['id']}.png") if row.get("reference") else None
+        path = ref / f"{row['id']}.png"
+        if row.get("reference") and path not in refs:
+            refs[path] = reference_problem(path)
+        problem = refs[path] if row.get("reference") else None
         if problem is None:
             good.append(row)
         else:

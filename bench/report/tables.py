@@ -1,6 +1,6 @@
 """Markdown per (dataset, task): our table on the common images, the paired differences, their notes.
 
-:func:`our_table` - one row per compared run (duplicates collapsed, code versions apart): method, settings
+:func:`our_cells` - one row per compared run (duplicates collapsed, code versions apart): method, settings
 ("official settings" or "tuned on <split> (<n> trials)", :func:`bench.tuned.label`; a preset tuned on a test
 split is marked ⚠ and :func:`settings_caption` says so loudly), steps, NFE/img, the context columns that
 differ between rows (prior, sigma, seed, code; constant ones become one line), per metric ``mean ± h`` over
@@ -15,7 +15,7 @@ report's "Missing assets" list (:class:`Notes`).
 :func:`paired_table` - per ranked metric, each run minus the baseline (bicubic) and minus the best run, with
 the 95 % interval of the mean difference and the Holm-adjusted sign-flip p; ``*`` = adjusted p < 0.05.
 
-:func:`budget_table` - the budget view, "Best at <= N NFE": per NFE value N of the section's runs, the best
+:func:`budget_cells` - the budget view, "Best at <= N NFE": per NFE value N of the section's runs, the best
 mean PSNR among the runs with 0 < NFE/img <= N (the baseline as a column), tested as in the table.
 """
 
@@ -204,8 +204,9 @@ CONTEXT = (("Prior", "prior", str), ("σ", "task_sigma", lambda v: f"{_num(v):g}
            ("code", "code_version", str))
 
 
-def our_table(tab: Table, notes: Notes) -> tuple[str, list[str]]:
-    """The markdown table of ``tab`` and the lines that go under it (dropped columns, constant context)."""
+def our_cells(tab: Table, notes: Notes) -> tuple[list[str], list[list[str]], list[str]]:
+    """Our table of ``tab``: ``(headers, rows of cell texts, lines under the table: dropped columns, constant
+    context)``, one row per run of ``tab.runs`` in its order; the markdown and the HTML report render these."""
     df = tab.runs
     keys = table_metrics(df, tab.task)
     headers = ["Method", "Settings", "Steps", "NFE/img"]
@@ -250,7 +251,7 @@ def our_table(tab: Table, notes: Notes) -> tuple[str, list[str]]:
     if const:
         under.append(f"Every row: {', '.join(const)}.")
     under += [f"n/a for every run: {', '.join(cols)} ({why})." for why, cols in dropped.items()]
-    return markdown_table(headers, cells), under
+    return headers, cells, under
 
 
 def _na_reason(tab: Table, row, key: str) -> str:
@@ -356,6 +357,12 @@ def significance_caption(tab: Table) -> str:
 
 def paired_table(tab: Table) -> str | None:
     """Differences to the baseline and to the best run per ranked metric (None if nothing to compare)."""
+    cells = paired_cells(tab)
+    return markdown_table(*cells) if cells else None
+
+
+def paired_cells(tab: Table) -> tuple[list[str], list[list[str]]] | None:
+    """``(headers, rows)`` of :func:`paired_table` (one row per run of ``tab.runs``), or None."""
     cols = []
     base = tab.baseline()
     for m in paired_metrics(tab):
@@ -374,7 +381,7 @@ def paired_table(tab: Table) -> str | None:
             t = tab.test(d, ref, m) if d != ref else None
             cells.append("(reference)" if d == ref else "n/a" if t is None else _diff_cell(t, m))
         rows.append(cells)
-    return markdown_table(["Method", "Steps"] + [h for _, _, h in cols], rows)
+    return ["Method", "Steps"] + [h for _, _, h in cols], rows
 
 
 def _diff_cell(t: dict, m: str) -> str:
@@ -417,11 +424,11 @@ def _lead(tab: Table, a: str, b: str) -> str:
     return f"{t['mean']:+.2f} dB over {tab.name(b)} (p={t['p_holm']:.2g}{' *' if t['significant'] else ''})"
 
 
-def budget_table(tab: Table) -> tuple[str, str] | None:
+def budget_cells(tab: Table) -> tuple[list[str], list[list[str]], str] | None:
     """"Best at <= N NFE": per budget N (:func:`budgets`), the run with the best mean PSNR on the common images
     among the runs that spent 0 < NFE/img <= N, with its settings, its lead over the runner-up within the
     budget and its difference to the baseline (NFE = 0: within every budget, so it is a column, not a
-    candidate), both with the table's Holm-adjusted sign-flip p. ``(markdown, caption)``, or None below two
+    candidate), both with the table's Holm-adjusted sign-flip p. ``(headers, rows, caption)``, or None below two
     budgets."""
     bud = budgets(tab)
     if len(bud) < 2:
@@ -448,10 +455,11 @@ def budget_table(tab: Table) -> tuple[str, str] | None:
                                        if base else "."))
     head = ["NFE budget", "Best (PSNR)", "Settings", "Steps", "NFE/img", HEADERS["psnr"], "Lead over the runner-up"]
     head += [f"vs baseline ({tab.name(base)})"] if base else []
-    return markdown_table(head + ["Runs within budget"], rows), caption
+    return head + ["Runs within budget"], rows, caption
 
 
-__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "budget_table", "budgets",
+__all__ = ["ASSETS", "HEADERS", "NAMES", "Notes", "THROUGHPUT_MARGIN", "asset_of", "budget_cells",
+           "budgets", "our_cells", "paired_cells",
            "common_caption",
-           "markdown_table", "our_table", "paired_table", "settings_caption", "settings_cell", "significance_caption",
+           "markdown_table", "paired_table", "settings_caption", "settings_cell", "significance_caption",
            "table_metrics", "table_notes", "throughput_caption"]
