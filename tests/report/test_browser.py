@@ -106,9 +106,19 @@ def test_page_in_chromium(site):
         c.eval("document.querySelector('#tabs [data-view=images]').click()")
         assert c.eval("Promise.all([...document.querySelectorAll('.thumbs img')].map(i => i.decode()))"
                       ".then(() => [...document.querySelectorAll('.thumbs img')].every(i => i.naturalWidth > 0))")
-        c.eval("document.querySelector('.thumbs figure').click()")
+        # open a comparison and switch its right-hand method before the per-image metrics have arrived: the table
+        # must describe the method shown, not the one of the first drawing (a stale callback once overwrote it)
+        c.eval("document.querySelector('.thumbs figure').click(); "
+               "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown'}))")
         loaded = "Promise.all([...document.querySelectorAll('.pane img')].map(i => i.decode())).then(() => true)"
         assert c.eval(loaded)
+        shown = ("new Promise(ok => { const f = () => document.querySelector('#metrics td') ? ok(["
+                 "document.querySelector('#metrics td').textContent, "
+                 "document.querySelector('#right').selectedOptions[0].text]) : setTimeout(f, 20); f(); })")
+        name, selected = c.eval(shown)
+        assert name == selected, (name, selected)
+        # one metrics script per section however often it was asked for (each extra one ran a callback of its own)
+        assert c.eval("document.querySelectorAll('script[src*=\"browser/images/\"]').length") == 1
         rects = ("[...document.querySelectorAll('.pane')].map(p => { const a = p.getBoundingClientRect(), "
                  "b = p.querySelector('img').getBoundingClientRect(); return [b.left - a.left, b.top - a.top, b.width]; })")
         box = c.eval("(() => { const r = document.querySelector('.pane').getBoundingClientRect(); "

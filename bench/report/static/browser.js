@@ -123,12 +123,17 @@ function overview(main, s) {
   });
   main.append(pager, grid);
 }
+const LOADING = {};  // section id -> callbacks waiting for its per-image metrics script (one <script> per section)
 function loadDetail(s, done) {
   window.BENCH_IMAGES = window.BENCH_IMAGES || {};
   if (window.BENCH_IMAGES[s.id]) return done();
+  if (LOADING[s.id]) return LOADING[s.id].push(done);
+  LOADING[s.id] = [done];
   const tag = el("script", { src: `browser/images/${s.id}.js` });
-  tag.onload = done; document.body.append(tag);
+  tag.onload = () => { const waiting = LOADING[s.id]; delete LOADING[s.id]; waiting.forEach(f => f()); };
+  document.body.append(tag);
 }
+let COMPARE_GEN = 0;  // a comparison drawn before the metrics script arrived must not fill the table of a newer one
 function applyZoom() {
   document.querySelectorAll(".pane img").forEach(img => { img.style.transform = `translate(${S.zoom.x}px, ${S.zoom.y}px) scale(${S.zoom.s})`; });
   const z = $("#zoomlabel"); if (z) z.textContent = `${S.zoom.s}x`;
@@ -161,6 +166,7 @@ function imgTag(src, id, size) {
   return `<img draggable="false" style="${style}" alt="${esc(src.name)}" src="${esc(src.path(id))}">`;
 }
 function compare(main, s) {
+  const gen = ++COMPARE_GEN;
   const srcs = sources(s), ids = s.images.ids, id = ids[S.img], size = s.images.size;
   if (!srcs.find(x => x.key === S.left)) S.left = srcs[0].key;
   if (!srcs.find(x => x.key === S.right)) S.right = srcs.find(x => x.run).key;
@@ -192,6 +198,7 @@ function compare(main, s) {
   if (!S.zoom) fit($(".pane"), size);
   applyZoom();
   loadDetail(s, () => {
+    if (gen !== COMPARE_GEN) return;
     const det = window.BENCH_IMAGES[s.id], runs = [L, R].filter(x => x.run);
     const ms = B.metrics.map(x => x[0]).filter(m => runs.some(x => (det[x.key] || {})[m]));
     $("#metrics").innerHTML = runs.length ? `<table class="metrics"><tr><th>image ${esc(id)}</th>` + ms.map(m => `<th>${esc(MNAME[m])}</th>`).join("") + "</tr>" +
