@@ -61,6 +61,12 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+#: resamples (and jackknife samples) scipy computes at once: the same random stream and per-resample means as
+#: one batch (the interval is bit-identical, tests/report/test_stats.py), without (n_boot, n) arrays of tens of
+#: MB at n = 2000: about 1.5x faster
+_BOOT_BATCH = 200
+
+
 def _bca(v: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
     """The 95 % BCa bootstrap interval of the mean of ``v`` (``scipy.stats.bootstrap``)."""
     from scipy.stats import bootstrap
@@ -68,7 +74,7 @@ def _bca(v: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-n BCa notes; degenerate data is handled by the caller
         res = bootstrap((v,), np.mean, n_resamples=int(n_boot), confidence_level=CI_LEVEL, method="BCa",
-                        vectorized=True, random_state=np.random.default_rng(seed))
+                        vectorized=True, random_state=np.random.default_rng(seed), batch=_BOOT_BATCH)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 

@@ -21,6 +21,8 @@ def test_bootstrap_ci_is_scipy_bca_and_shrinks_with_n():
     want = bootstrap((small,), np.mean, n_resamples=1000, method="BCa", random_state=np.random.default_rng(3))
     assert (lo1, hi1) == pytest.approx((want.confidence_interval.low, want.confidence_interval.high))
     assert (hi2 - lo2) / 2 == pytest.approx(1.96 / math.sqrt(800), rel=0.2)  # ~1/sqrt(n)
+    whole = bootstrap((large,), np.mean, n_resamples=1000, method="BCa", random_state=np.random.default_rng(3))
+    assert (lo2, hi2) == (whole.confidence_interval.low, whole.confidence_interval.high)  # batches: bit-identical
     assert bootstrap_ci(small, 1000, seed=3) == (m1, lo1, hi1) != bootstrap_ci(small, 1000, seed=4)
     m, lo, hi = bootstrap_ci([5.0, float("inf"), float("nan")], 100)
     assert m == 5.0 and math.isnan(lo) and math.isnan(hi)  # one finite value: no interval
