@@ -15,7 +15,9 @@ Pipeline (:func:`build_report`)::
 
 Everything written is a pure function of the stored files of the results root, the paper values and the
 options (no dates, no absolute paths, fixed figure metadata, intervals and Monte Carlo tests seeded by the
-cell identity), so regenerating gives identical bytes; every file is written atomically.
+cell identity), so regenerating gives identical bytes; every file is written atomically. ``jobs`` (``--jobs``)
+worker processes check the stored files, compute the ``runs.csv`` intervals and the sections
+(:mod:`bench.report.parallel`); the bytes are the same for every number of workers.
 """
 
 from __future__ import annotations
@@ -343,6 +345,7 @@ def build_report(opts: ReportOptions) -> Path:
                   | {(s["dataset"], s["task"]) for s in skipped})
     assets: dict[str, str] = {}
     styles = figures.style_map(df["base_label"]) if len(df) else {}  # a colour and marker per method, report-wide
+
     def section(key):  # in a worker process when jobs > 1: what it adds to `assets` and COUNTS comes back
         sub = df[(df["dataset"] == key[0]) & (df["task"] == key[1])] if len(df) else pd.DataFrame()
         mine, counts = {}, dataset_metrics.COUNTS.copy()
