@@ -15,7 +15,9 @@ Pipeline (:func:`build_report`)::
 
 Everything written is a pure function of the stored files of the results root, the paper values and the
 options (no dates, no absolute paths, fixed figure metadata, intervals and Monte Carlo tests seeded by the
-cell identity), so regenerating gives identical bytes; every file is written atomically.
+cell identity), so regenerating gives identical bytes; every file is written atomically. ``jobs`` (``--jobs``)
+worker processes check the stored files, compute the ``runs.csv`` intervals and the sections
+(:mod:`bench.report.parallel`); the bytes are the same for every number of workers.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class ReportOptions:
     wandb_project: str | None = None
     validation: bool = False  # also runs on validation splits (bench.tune's trials); left out by default
     html: bool = True  # also write the browsable index.html (bench.report.html)
+    jobs: int | None = None  # worker processes (bench.report.parallel); None = the usable CPU cores, 1 = none
 
 
 def _conventions(opts: ReportOptions) -> list[str]:
@@ -297,12 +300,14 @@ def build_report(opts: ReportOptions) -> Path:
     import pandas as pd
 
     from bench.report import aggregate, dataset_metrics, figures, papers
+    from bench.report.parallel import check_jobs, pmap
 
+    jobs = check_jobs(opts.jobs)
     root = Path(opts.results).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"results root {opts.results} does not exist. Fix: pass --results <folder> "
                                 "that `python -m bench` wrote (run.results_root)")
-    runs = aggregate.scan(root)
+    runs = aggregate.scan(root, jobs)
     tuning = [] if opts.validation else [r for r in runs if r.split == "validation"]
     runs = [r for r in runs if r not in tuning]
     skipped = aggregate.scan_skipped(root)
@@ -312,11 +317,11 @@ def build_report(opts: ReportOptions) -> Path:
     res = dataset_metrics.Resources(opts.inception_weights, opts.niqe_params, opts.nrqm_weights, opts.device,
                                     opts.niqe_variant, opts.niqe_crop_border)
     dmetrics = dataset_metrics.all_dataset_metrics(root, runs, res)
-    df = aggregate.tidy_table(runs, dmetrics, root, n_boot=opts.bootstrap, seed=opts.seed)
-    for col in [c for c in df.columns if c.endswith("_na")]:  # reasons: one line, no absolute paths
-        df[col] = df[col].map(lambda v: dataset_metrics.short_reason(v) if isinstance(v, str) else v)
     values = {r.dir.relative_to(root).as_posix(): {m: aggregate.per_image_values(r, m, dmetrics.get(r.dir, {}))
                                                    for m in aggregate.PER_IMAGE} for r in runs}
+    df = aggregate.tidy_table(runs, dmetrics, root, n_boot=opts.bootstrap, seed=opts.seed, jobs=jobs, values=values)
+    for col in [c for c in df.columns if c.endswith("_na")]:  # reasons: one line, no absolute paths
+        df[col] = df[col].map(lambda v: dataset_metrics.short_reason(v) if isinstance(v, str) else v)
 
     out = Path(opts.out) / opts.name
     fig_dir = out / "figures"
@@ -340,12 +345,22 @@ def build_report(opts: ReportOptions) -> Path:
                   | {(s["dataset"], s["task"]) for s in skipped})
     assets: dict[str, str] = {}
     styles = figures.style_map(df["base_label"]) if len(df) else {}  # a colour and marker per method, report-wide
-    body, sections = [], []
-    for key in keys:
+
+    def section(key):  # in a worker process when jobs > 1: what it adds to `assets` and COUNTS comes back
         sub = df[(df["dataset"] == key[0]) & (df["task"] == key[1])] if len(df) else pd.DataFrame()
-        part, data = _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, res, assets, styles)
+        mine, counts = {}, dataset_metrics.COUNTS.copy()
+        part, data = _section(key, sub, pv, runs, root, fig_dir, opts, values, skipped, res, mine, styles)
+        added = dataset_metrics.COUNTS - counts
+        dataset_metrics.COUNTS.subtract(added)  # the caller adds it back: once, in this process or a worker
+        return part, data, mine, added
+
+    body, sections = [], []
+    for part, data, mine, added in pmap(section, keys, jobs):
         body += part
         sections.append(data)
+        for name, fix in mine.items():
+            assets.setdefault(name, fix)
+        dataset_metrics.COUNTS.update(added)
     lines += _missing_assets(assets) + body
     atomic_write_bytes(out / "README.md", ("\n".join(lines).rstrip() + "\n").encode())
     if opts.html:

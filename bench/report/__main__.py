@@ -5,6 +5,7 @@ Examples::
     python -m bench.report --results results --name main
     python -m bench.report --results results --name main --inception-weights ~/weights-inception-2015-12-05-6726825d.pth
     python -m bench.report --results results --name lol --niqe-params ../shared/data/niqe/niqe_pris_params.npz
+    python -m bench.report --results results --name main --jobs 1    # no worker processes
 
 Missing weights never stop the report: the affected metric is shown as ``n/a (<what to place where>)``.
 """
@@ -45,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", action="store_true",
                    help="also report runs on validation splits (dataset.split=validation: bench.tune's trials), "
                         "which are left out by default")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="worker processes for checking the stored files, the intervals and the (dataset, task) "
+                        "sections (default: the usable CPU cores; 1 = all in this process); the report is "
+                        "byte-identical for every N")
     p.add_argument("--no-html", dest="html", action="store_false",
                    help="skip the browsable index.html (written by default beside README.md; docs/results-browser.md)")
     return p
@@ -57,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                          niqe_params=niqe, nrqm_weights=a.nrqm_weights, bootstrap=a.bootstrap, seed=a.seed,
                          device=a.device, grid_rows=a.grid_rows, niqe_variant=a.niqe_variant,
                          niqe_crop_border=a.niqe_crop_border, wandb_project=a.wandb,
-                         validation=a.validation, html=a.html)
+                         validation=a.validation, html=a.html, jobs=a.jobs)
     try:
         out = build_report(opts)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[bench.report] wrote {out / 'README.md'}" + (f" and {out / 'index.html'}" if a.html else ""))

@@ -217,15 +217,21 @@ def _parse_label(label: str) -> tuple[int | None, str]:
     return None, chash
 
 
-def scan(root: Path) -> list[Run]:
-    """Every run with at least one finished image, sorted by (dataset, task, variant, steps, hash)."""
-    runs, refs = [], {}  # refs: each ground-truth PNG is checked once, not once per run that uses it
-    for man in sorted(Path(root).glob("*/*/*/*/manifest.json")):
+def scan(root: Path, jobs: int = 1) -> list[Run]:
+    """Every run with at least one finished image, sorted by (dataset, task, variant, steps, hash). The runs'
+    rows and PNGs are read and sha256-checked by ``jobs`` worker processes (:func:`bench.report.parallel.pmap`),
+    then every ground-truth PNG the rows use, once however many runs use it."""
+    from bench.report.parallel import pmap
+
+    mans = [m for m in sorted(Path(root).glob("*/*/*/*/manifest.json"))
+            if not (m.parts[-5].startswith(".") or m.parts[-4] == "_reference")]
+    read = pmap(lambda man: _read_run(root, man.parent), mans, jobs)
+    paths = list(dict.fromkeys(p for r in read for p in _reference_pngs(r)))
+    refs = dict(zip(paths, pmap(reference_problem, paths, jobs)))
+    runs = []
+    for man, r in zip(mans, read):
         d = man.parent
-        dataset, task, method = d.parts[-4], d.parts[-3], d.parts[-2]
-        if dataset.startswith(".") or task == "_reference":
-            continue
-        good, problems = checked_rows(root, d, refs)
+        good, problems = _with_references(r, refs)
         for msg in problems:
             warnings.warn(f"{d.relative_to(root)}: left out of the report: {msg}. Fix: rerun the cell's command "
                           "(resume redoes it) and check with `python -m bench.verify`", stacklevel=2)
@@ -235,14 +241,46 @@ def scan(root: Path) -> list[Run]:
         rows["id"] = rows["id"].astype(str)
         rows = rows.sort_values("id").reset_index(drop=True)
         steps, chash = _parse_label(d.name)
-        cfg_path = d / "config.yaml"
-        config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-        timings = [read_json(p) for p in sorted((d / "timing").glob("*.json"))]
-        runs.append(Run(d, dataset, task, method, steps, chash, read_json(man), config or {}, rows, timings))
+        runs.append(Run(d, d.parts[-4], d.parts[-3], d.parts[-2], steps, chash, r["manifest"], r["config"] or {},
+                        rows, r["timings"]))
     assign_variants(runs)
     runs.sort(key=lambda r: (r.dataset, r.task, r.variant, -1 if r.steps is None else r.steps, r.code_version,
                              r.hash))
     return runs
+
+
+def _read_run(root: Path, run_dir: Path) -> dict:
+    """A run's manifest, config, timing files and rows whose own PNGs match their sha256 records (one message
+    per other row), and its ground-truth folder; ``{"problems": [why]}`` for an unreadable manifest."""
+    try:
+        man = read_json(run_dir / "manifest.json")
+        d = man["dataset"]
+        ref = reference_dir(root, run_dir.parts[-4], d.get("image_size"), str(d["manifest_sha256"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return {"rows": [], "problems": [f"manifest.json is unreadable ({err})"]}
+    rows, problems = load_rows(run_dir, check_files=True)
+    out = {"rows": rows, "problems": problems, "ref": ref, "manifest": man}
+    if rows:  # what scan keeps of a run with rows
+        cfg_path = run_dir / "config.yaml"
+        out["config"] = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+        out["timings"] = [read_json(p) for p in sorted((run_dir / "timing").glob("*.json"))]
+    return out
+
+
+def _reference_pngs(read: dict) -> list[Path]:
+    return [read["ref"] / f"{row['id']}.png" for row in read["rows"] if row.get("reference")]
+
+
+def _with_references(read: dict, refs: dict) -> tuple[list[dict], list[str]]:
+    """The rows of :func:`_read_run` whose ground truth checks out (``refs``: PNG -> its problem or None)."""
+    good, problems = [], list(read["problems"])
+    for row in read["rows"]:
+        problem = refs[read["ref"] / f"{row['id']}.png"] if row.get("reference") else None
+        if problem is None:
+            good.append(row)
+        else:
+            problems.append(f"{row['id']}: {problem}")
+    return good, problems
 
 
 def checked_rows(root: Path, run_dir: Path, refs: dict | None = None) -> tuple[list[dict], list[str]]:
@@ -250,24 +288,11 @@ def checked_rows(root: Path, run_dir: Path, refs: dict | None = None) -> tuple[l
     row left out: a damaged run is reported without its damaged images instead of crashing the report.
     ``refs`` (reference PNG -> its problem or None) remembers the ground truth already checked."""
     refs = {} if refs is None else refs
-    try:
-        man = read_json(run_dir / "manifest.json")
-        d = man["dataset"]
-        ref = reference_dir(root, run_dir.parts[-4], d.get("image_size"), str(d["manifest_sha256"]))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [], [f"manifest.json is unreadable ({err})"]
-    rows, problems = load_rows(run_dir, check_files=True)
-    good = []
-    for row in rows:
-        path = ref / f"{row['id']}.png"
-        if row.get("reference") and path not in refs:
+    read = _read_run(root, run_dir)
+    for path in _reference_pngs(read):
+        if path not in refs:
             refs[path] = reference_problem(path)
-        problem = refs[path] if row.get("reference") else None
-        if problem is None:
-            good.append(row)
-        else:
-            problems.append(f"{row['id']}: {problem}")
-    return good, problems
+    return _with_references(read, refs)
 
 
 def scan_skipped(root: Path) -> list[dict]:
@@ -426,10 +451,25 @@ def threads_label(timings: list[dict]) -> str:
 
 
 def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: int = 1000,
-               seed: int = 0) -> pd.DataFrame:
-    """One row per run (see the module docstring); ``dmetrics[run.dir]`` from ``dataset_metrics``."""
+               seed: int = 0, jobs: int = 1, values: dict | None = None) -> pd.DataFrame:
+    """One row per run (see the module docstring); ``dmetrics[run.dir]`` from ``dataset_metrics``; the
+    intervals are computed by ``jobs`` worker processes; ``values[run_dir][metric]`` = the runs' per-image
+    values when the caller has them (:func:`per_image_values`)."""
+    from bench.report.parallel import pmap
+
     dup = mark_shown(runs)
     lab, base = labels(runs), labels(runs, base=True)
+
+    def interval(job) -> tuple[float, float, float]:
+        r, m = job
+        vals = (values[r.dir.relative_to(root).as_posix()][m] if values is not None
+                else per_image_values(r, m, dmetrics.get(r.dir, {})))
+        if m in ROW_METRICS and 0 < len(vals) != len(r.rows):
+            return math.nan, math.nan, math.nan  # never a mean over part of the images
+        return bootstrap_ci([vals[i] for i in sorted(vals)], n_boot, cell_seed(seed, *cell_identity(r, lab[r.dir]), m))
+
+    todo = [(r, m) for r in runs for m in PER_IMAGE if m in ROW_METRICS or m in dmetrics.get(r.dir, {})]
+    intervals = dict(zip([(r.dir, m) for r, m in todo], pmap(interval, todo, jobs)))
     records = []
     for r in runs:
         label = lab[r.dir]
@@ -445,13 +485,9 @@ def tidy_table(runs: list[Run], dmetrics: dict[Path, dict], root: Path, n_boot: 
         rec.update(metric_conventions(r))
         dm = dmetrics.get(r.dir, {})
         for m in PER_IMAGE:
-            vals = per_image_values(r, m, dm)
-            if m in REPORT_PER_IMAGE and m not in dm:
+            if (r.dir, m) not in intervals:
                 continue
-            mean, lo, hi = bootstrap_ci([vals[i] for i in sorted(vals)], n_boot,
-                                        cell_seed(seed, *cell_identity(r, label), m))
-            if m in ROW_METRICS and len(vals) != len(r.rows) and math.isfinite(mean):
-                mean = lo = hi = math.nan  # never a mean over part of the images
+            mean, lo, hi = intervals[(r.dir, m)]
             rec.update({f"{m}_mean": mean, f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})
             if math.isfinite(mean):
                 rec[f"{m}_na"] = ""

@@ -94,7 +94,8 @@ def tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tree, tmp_path_factory):
-    """The report, built twice in-process (offline, no NIQE parameters), and what the figures received."""
+    """The report, built twice in-process (offline, no NIQE parameters; --jobs 1: the spy sees every section),
+    and what the figures received."""
     import bench.report.figures as figures
     from bench.report import ReportOptions, build_report
 
@@ -110,8 +111,8 @@ def built(tree, tmp_path_factory):
     mp.setattr(figures, "tradeoff_figure", spy)
     out = tmp_path_factory.mktemp("rep")
     try:
-        a = build_report(ReportOptions(results=tree, name="a", out=out, bootstrap=200))
-        b = build_report(ReportOptions(results=tree, name="b", out=out, bootstrap=200))
+        a = build_report(ReportOptions(results=tree, name="a", out=out, bootstrap=200, jobs=1))
+        b = build_report(ReportOptions(results=tree, name="b", out=out, bootstrap=200, jobs=1))
     finally:
         mp.undo()
     return (a / "README.md").read_text(), (b / "README.md").read_text(), seen

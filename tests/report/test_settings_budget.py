@@ -82,7 +82,7 @@ def built(root, tmp_path_factory):
         mp.setenv("BENCH_OFFLINE", "1")
         mp.setenv("BENCH_CACHE", str(out / "empty-cache"))
         mp.setattr(figures, "_save", spy)
-        path = report(root, out, "--bootstrap", "50")
+        path = report(root, out, "--bootstrap", "50", "--jobs", "1")  # in-process: the spy sees every figure
     return path, (path / "README.md").read_text(), saved
 
 

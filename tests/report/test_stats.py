@@ -21,6 +21,8 @@ def test_bootstrap_ci_is_scipy_bca_and_shrinks_with_n():
     want = bootstrap((small,), np.mean, n_resamples=1000, method="BCa", random_state=np.random.default_rng(3))
     assert (lo1, hi1) == pytest.approx((want.confidence_interval.low, want.confidence_interval.high))
     assert (hi2 - lo2) / 2 == pytest.approx(1.96 / math.sqrt(800), rel=0.2)  # ~1/sqrt(n)
+    whole = bootstrap((large,), np.mean, n_resamples=1000, method="BCa", random_state=np.random.default_rng(3))
+    assert (lo2, hi2) == (whole.confidence_interval.low, whole.confidence_interval.high)  # batches: bit-identical
     assert bootstrap_ci(small, 1000, seed=3) == (m1, lo1, hi1) != bootstrap_ci(small, 1000, seed=4)
     m, lo, hi = bootstrap_ci([5.0, float("inf"), float("nan")], 100)
     assert m == 5.0 and math.isnan(lo) and math.isnan(hi)  # one finite value: no interval
@@ -90,6 +92,33 @@ def test_sign_flip_is_scipys_exact_permutation_test():
                             random_state=1).pvalue
     got = sign_flip_p(d, seed=7)
     assert got == sign_flip_p(d, seed=7) and got == pytest.approx(want, abs=0.01) and EXACT_MAX_N < 40
+
+
+def test_sign_flip_monte_carlo_slices_keep_the_random_stream():
+    """The Monte Carlo test gathers its patterns in cache-sized slices; its p-value is bit-identical to drawing
+    each chunk of ~1M random bytes in one call (the stream the reports were made with), also where a chunk's
+    byte count is not a multiple of 4 (numpy drops a 32-bit word's unused bytes at the end of a call)."""
+    from bench.report.stats import _BYTE_BITS, sign_flip_p
+
+    def whole_chunks(d, seed, resamples):  # the formula without slices
+        rng, n = np.random.default_rng(seed), d.size
+        nb = (n + 7) // 8
+        table = _BYTE_BITS @ np.concatenate([d, np.zeros(nb * 8 - n)]).reshape(nb, 8).T
+        t, tol, count, left = abs(d.mean()), 1e-12 * max(1.0, np.abs(d).max()), 0, resamples
+        while left > 0:
+            b = min(left, max(1, 1_000_000 // nb))
+            flips = table[rng.integers(0, 256, size=(b, nb), dtype=np.uint8), np.arange(nb)].sum(axis=1)
+            count += int(np.count_nonzero(np.abs(d.sum() - 2.0 * flips) / n >= t - tol))
+            left -= b
+        return (1.0 + count) / (1.0 + resamples)
+
+    rng = np.random.default_rng(9)
+    for n, resamples in ((17, 10_000), (23, 999), (33, 10_000), (2001, 10_000), (9000, 601)):
+        for shift in (0.0, 0.03, 0.1):
+            d = rng.normal(shift, 1, n)
+            p = sign_flip_p(d, seed=n, resamples=resamples)
+            assert p == whole_chunks(d, n, resamples), (n, shift)
+    assert 601 * (9000 // 8) % 4 == 1  # n = 9000, 601 patterns: one chunk whose byte count leaves a partial word
 
 
 def test_holm_step_down():

@@ -3,7 +3,8 @@
     python tools/browser/scale.py --tree /tmp/bench-scale --runs 100 --images 2000 --tasks 4
 
 Writes the tree (tools/browser/tree.py; reused when present), then times ``build_report`` in-process (the
-default options: 1000 bootstrap resamples) with the HTML part (``bench.report.html.write_site``) timed on its
+default options: 1000 bootstrap resamples, ``--jobs`` worker processes = the usable CPU cores; CPU time is
+this process's plus its workers') with the HTML part (``bench.report.html.write_site``) timed on its
 own, then opens ``index.html`` in a fresh headless Chromium: the navigation timing (DOMContentLoaded, load),
 the image overview (first page of thumbnails decoded) and one comparison (both panes decoded and the
 per-image metrics of the section loaded). Prints one line per number; docs/results-browser.md quotes them.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -28,6 +30,12 @@ TASKS = ("sr4", "deblur_gauss", "denoise", "inpaint", "colorize", "sr4_noisy", "
 DECODED = "Promise.all([...document.querySelectorAll('{0}')].map(i => i.decode())).then(() => true)"
 
 
+def _workers_cpu() -> float:
+    """CPU seconds of the finished child processes (the report's workers)."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ch.ru_utime + ch.ru_stime
+
+
 def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -40,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--tasks", type=int, default=1, help="spread the runs over this many tasks (sections)")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--jobs", type=int, default=None, help="report worker processes (default: the usable CPU cores)")
     a = p.parse_args(argv)
     os.environ.setdefault("BENCH_OFFLINE", "1")
     if not a.tree.is_dir():
@@ -62,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
 
     html.write_site = timed
     with tempfile.TemporaryDirectory() as tmp:
-        t, cpu = time.perf_counter(), time.process_time()
-        out = build_report(ReportOptions(results=a.tree, name="scale", out=Path(tmp), bootstrap=a.bootstrap))
-        total, cpu = time.perf_counter() - t, time.process_time() - cpu
-        print(f"report: {total:.1f} s wall ({cpu:.1f} s CPU) in all, of which the HTML (data, per-image files, "
-              f"thumbnails) {spent['html']:.1f} s wall ({spent['html_cpu']:.1f} s CPU); {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f}")
+        load, t, cpu = os.getloadavg()[0], time.perf_counter(), time.process_time() + _workers_cpu()
+        out = build_report(ReportOptions(results=a.tree, name="scale", out=Path(tmp), bootstrap=a.bootstrap,
+                                         jobs=a.jobs))
+        total, cpu = time.perf_counter() - t, time.process_time() + _workers_cpu() - cpu
+        print(f"report: {total:.1f} s wall ({cpu:.1f} s CPU, workers included) in all, of which the HTML (data, "
+              f"per-image files, thumbnails) {spent['html']:.1f} s wall ({spent['html_cpu']:.1f} s CPU); "
+              f"--jobs {a.jobs or 'default'}, {os.cpu_count()} CPUs, load average {load:.1f} before, "
+              f"{os.getloadavg()[0]:.1f} after")
         print(f"report: browser/data.js {(out / 'browser' / 'data.js').stat().st_size / 1e6:.2f} MB, per-image files "
               f"{_size(out / 'browser' / 'images') / 1e6:.1f} MB, thumbnails {_size(out / 'thumbs') / 1e6:.1f} MB")
         with Chromium() as c:
