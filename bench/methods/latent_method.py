@@ -15,19 +15,16 @@ per image.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from bench.methods.base import Method
-from bench.methods.prior_method import measurement_pm
+from bench.methods.prior_method import prior_measurement
 from bench.models.latent import LatentPrior, load_latent_prior, require_latent
 from bench.models.prior import to_plain
 from bench.tasks import Degradation
-
-log = logging.getLogger(__name__)
 
 
 class LatentMethod(Method):
@@ -58,12 +55,7 @@ class LatentMethod(Method):
     # ------------------------------------------------------------------------------------------ measurement
     def measurement(self, y: Tensor, degradation: Degradation) -> tuple[Tensor, float]:
         """``(y_pm, sigma_y)`` in [-1, 1] units (flat (B, M)); warns once when the images are not the prior's size."""
-        op = degradation.operator
-        if op.size != self.prior.image_size and not self._warned_size:
-            self._warned_size = True
-            log.warning("%s: images are %d px but latent prior %s was trained at %d px", self.name, op.size,
-                        self.prior.info.get("model"), self.prior.image_size)
-        return measurement_pm(y, degradation, self.device)
+        return prior_measurement(self, y, degradation, "latent prior")
 
     def latent_shape(self, degradation: Degradation) -> tuple[int, int, int]:
         h, w = degradation.operator.x_shape[-2:]

@@ -73,6 +73,17 @@ def measurement_pm(y: Tensor, degradation: Degradation, device: torch.device) ->
     return 2 * y - op.A(torch.ones(1, op.N, device=device)), 2.0 * float(degradation.sigma)
 
 
+def prior_measurement(method, y: Tensor, degradation: Degradation, prior_kind: str = "prior") -> tuple[Tensor, float]:
+    """:func:`measurement_pm` for a method on a prior (pixel or latent): warns once per method when the images are not
+    the size ``method.prior`` was trained at (``method._warned_size`` remembers it)."""
+    op = degradation.operator
+    if op.size != method.prior.image_size and not method._warned_size:
+        method._warned_size = True
+        log.warning("%s: images are %d px but %s %s was trained at %d px", method.name, op.size, prior_kind,
+                    method.prior.info.get("model"), method.prior.image_size)
+    return measurement_pm(y, degradation, method.device)
+
+
 class PriorMethod(Method):
     """A method on a pixel-space diffusion prior (``model: ${model}`` in its YAML); linear tasks only."""
 
@@ -119,12 +130,7 @@ class PriorMethod(Method):
     # ------------------------------------------------------------------------------ measurement
     def measurement(self, y: Tensor, degradation: Degradation) -> tuple[Tensor, float]:
         """``(y_pm, sigma_y)``: the flat measurement in [-1, 1] units and its noise std there (2 sigma)."""
-        op = degradation.operator
-        if op.size != self.prior.image_size and not self._warned_size:
-            self._warned_size = True
-            log.warning("%s: images are %d px but prior %s was trained at %d px", self.name, op.size,
-                        self.prior.info.get("model"), self.prior.image_size)
-        return measurement_pm(y, degradation, self.device)
+        return prior_measurement(self, y, degradation)
 
     @staticmethod
     def to_image(x_pm: Tensor) -> Tensor:
