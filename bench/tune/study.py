@@ -4,6 +4,8 @@
   processes). ``tune.trials`` is the number of finished (complete + pruned) trials the study should hold; a
   rerun adds only the missing ones, so rerunning a finished study adds none. A trial left RUNNING by a killed
   process is marked failed and its values are queued again, so the next trial resumes its run directory.
+  Each trial's sampler is seeded from (seed, worker, trials so far) (``sampler_for``), so a rerun does not
+  replay the random points a killed driver already tried.
 * **One study, one driver**: ``lock`` (an flock held by the ``bench.tune`` process) refuses a second
   invocation on the same study while one runs.
 * **The official settings** run first on the same images (an ordinary run, not a trial); the preset holds
@@ -34,15 +36,28 @@ def storage(spec: StudySpec):
     return optuna.storages.JournalStorage(JournalFileBackend(str(spec.journal)))
 
 
+def sampler_for(spec: StudySpec, worker: int = 0, asked: int = 0):
+    """The sampler for the next trial of worker ``worker`` in a study that already holds ``asked`` trials.
+
+    Its seed derives from (tune.seed, worker, asked), not from tune.seed alone: a sampler seeded once per
+    process replays its random start-up points when a killed study is rerun, so the resumed study would repeat
+    finished trials. TPE keeps no state between trials but its random stream (it reads the history from the
+    study), so a fresh sampler per trial leaves an uninterrupted study as reproducible as before."""
+    import numpy as np
+    import optuna
+
+    seed = int(np.random.SeedSequence([spec.seed, worker, asked]).generate_state(1)[0])
+    if spec.sampler == "grid":  # the points are queued once by the driver (enqueue_grid): nothing is sampled
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials)
+
+
 def open_study(spec: StudySpec, worker: int = 0):
-    """The study (created on first use) with worker ``worker``'s sampler (seed + worker)."""
+    """The study (created on first use); ``work`` gives it a fresh sampler before each trial."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if spec.sampler == "grid":  # the points are queued once by the driver (enqueue_grid): nothing is sampled
-        sampler = optuna.samplers.RandomSampler(seed=spec.seed + worker)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=spec.seed + worker, n_startup_trials=spec.startup_trials)
+    sampler = sampler_for(spec, worker)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=0)
               if spec.prune else optuna.pruners.NopPruner())
     return optuna.create_study(study_name=spec.name, storage=storage(spec), sampler=sampler, pruner=pruner,
@@ -164,6 +179,7 @@ def work(spec: StudySpec, worker: int = 0, log_path: Path | None = None) -> None
             c = counts(study)
             if sum(c.get(s, 0) for s in FINISHED) + c.get("RUNNING", 0) >= spec.trials:
                 return
+            study.sampler = sampler_for(spec, worker, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
             values = suggest(trial, spec.param_objects())
             trial.set_user_attr("worker", worker)
