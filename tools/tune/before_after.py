@@ -31,8 +31,8 @@ def mean_psnr(run, ids) -> float:
     return float(rows.loc[sorted(ids), "psnr"].astype(float).mean())
 
 
-def table(root: Path, dataset: str) -> tuple[list[str], int]:
-    runs = [r for r in scan(root) if r.dataset == dataset]
+def table(root: Path, dataset: str, steps: int | None = None) -> tuple[list[str], int]:
+    runs = [r for r in scan(root) if r.dataset == dataset and (steps is None or r.steps in (steps, None))]
     cells: dict = {}
     for r in runs:
         kind = "tuned" if isinstance(r.manifest.get("tuned"), dict) else "official"
@@ -75,7 +75,7 @@ def study_seconds(storage: str) -> float:
     return total
 
 
-def presets_table(root: Path, presets: Path) -> list[str]:
+def presets_table(root: Path, presets: Path, steps: int | None = None) -> list[str]:
     """Each shipped preset: values, validation PSNR of the chosen settings vs official, and the validation
     split's bicubic / degraded-input PSNR on the same images (what 'no setting reaches it' is measured against)."""
     import yaml
@@ -87,6 +87,8 @@ def presets_table(root: Path, presets: Path) -> list[str]:
     for path in sorted(presets.rglob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         prov, cell = doc["provenance"], doc["cell"]
+        if steps is not None and cell["steps"] != steps:
+            continue
         secs = study_seconds(prov["storage"]) if Path(prov["storage"]).is_file() else float("nan")
         total += 0 if secs != secs else secs
         base = bicubic.get(cell["task"])
@@ -106,12 +108,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default="sample")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--presets", type=Path, default=None, help="also list these presets (e.g. tuned/adm64_imagenet96)")
+    ap.add_argument("--steps", type=int, default=None, help="only the cells of this step budget (default: all)")
     a = ap.parse_args(argv)
-    lines, failures = table(a.results, a.dataset)
+    lines, failures = table(a.results, a.dataset, a.steps)
     text = "\n".join(lines) + f"\n\n{failures} cell(s) fail the acceptance rule (beat the input; sr4: within " \
                               f"{MARGIN_SR} dB of bicubic).\n"
     if a.presets:
-        text += "\n" + "\n".join(presets_table(a.results, a.presets)) + "\n"
+        text += "\n" + "\n".join(presets_table(a.results, a.presets, a.steps)) + "\n"
     print(text)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
