@@ -98,7 +98,8 @@ def presets_table(root: Path, presets: Path, steps: int | None = None) -> list[s
                      f"({prov['pruned']}) | {secs:.0f} s | {prov['value']:.2f} ({prov['chosen']}) | "
                      + ("skips the cell" if prov["official_value"] is None else f"{prov['official_value']:.2f}")
                      + f" | {b:.2f} |")
-    lines.append(f"\nTrial wall time of all studies: {total / 60:.1f} min (1 torch thread per study).")
+    lines.append(f"\nTrial time of all studies: {total / 60:.1f} min (the sum over trials, each one process with 1 "
+                 "torch thread; a study with parallel workers counts each worker's time).")
     return lines
 
 
